@@ -1,0 +1,1 @@
+"""Schedule-fixed reduced-token ONNX graphs and the manifest (issue 3)."""
