@@ -282,3 +282,16 @@ def decode_one_token(
         h = h + decoder.out_proj(i, full_attention(q, k_all, v_all), lora_scale)
         h = decoder.mlp(i, h)
     return decoder.logits(h[:, -1])
+
+
+def hidden_states(decoder: SpeechDecoder, embeds: torch.Tensor, *, lora_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Full-length causal pass without a cache: embeds [B, T, D] -> last layer output [B, T, D] (before the
+    final norm). WavLLM's prompt-scale pass runs this with no LoRA."""
+    bsz, total, _ = embeds.shape
+    positions = torch.arange(total, device=embeds.device).unsqueeze(0).expand(bsz, total)
+    h = embeds
+    cos, sin = decoder.rope(h, positions)
+    for i, layer in enumerate(decoder.layers):
+        q, k, v = decoder.qkv(i, layer.input_layernorm(h), cos, sin, lora_scale)
+        h = decoder.mlp(i, h + decoder.out_proj(i, causal_attention(q, k, v), lora_scale))
+    return h

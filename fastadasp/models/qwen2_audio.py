@@ -76,8 +76,7 @@ class Qwen2AudioLM(SpeechLM):
         _, out_lengths = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
         if len(set(out_lengths.tolist())) != 1:
             raise ValueError("a batch must hold clips of equal length (the reduced graphs share one audio span length)")
-        # Valid frames all lie at the start, so an un-masked encoder pass matches HF's masked pass on them
-        # only when nothing is padded; pass the same mask HF builds to stay exact.
+        # Build the same padding mask Hugging Face builds, so embeddings match its forward exactly.
         from transformers.masking_utils import create_bidirectional_mask
 
         feat_lengths, _ = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
@@ -88,6 +87,10 @@ class Qwen2AudioLM(SpeechLM):
         hidden = tower(input_features, attention_mask=attn_mask).last_hidden_state
         embeds = self.hf_model.model.multi_modal_projector(hidden)
         return embeds[:, : int(out_lengths[0])]
+
+    def _synthetic_audio(self, batch_size, audio_tokens, gen):
+        mel = torch.randn(batch_size, self.num_mel_bins, self.feature_frames, generator=gen)
+        return self.encode_audio(mel)
 
     def hf_input_ids(self, prefix_ids: torch.Tensor, num_audio: int, suffix_ids: torch.Tensor) -> torch.Tensor:
         """The Hugging Face prompt with `num_audio` expanded audio placeholders (for reference runs)."""

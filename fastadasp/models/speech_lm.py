@@ -23,6 +23,7 @@ class SpeechLM(nn.Module):
         self.name = name
         self.decoder = decoder
         self.hf_model = hf_model
+        self.requires_grad_(False)  # inference only: keeps autograd bookkeeping out of every forward
 
     @property
     def args(self):
@@ -30,6 +31,27 @@ class SpeechLM(nn.Module):
 
     def encode_audio(self, *args, **kwargs) -> torch.Tensor:
         raise NotImplementedError(f"model {self.name!r} has no audio front-end; pass audio embeddings directly")
+
+    def synthetic_prompt(self, batch_size: int = 1, seed: int = 0, audio_tokens: int = 48,
+                         prefix_tokens: int = 6, suffix_tokens: int = 4):
+        """A reproducible random request (token ids + audio), for demos and tests; no files needed."""
+        from fastadasp.runtime.prompt import PromptInputs
+
+        gen = torch.Generator().manual_seed(seed)
+        vocab = self.args.vocab_size
+        prefix = torch.randint(0, vocab - 1, (batch_size, prefix_tokens), generator=gen)
+        suffix = torch.randint(0, vocab - 1, (batch_size, suffix_tokens), generator=gen)
+        audio = self._synthetic_audio(batch_size, audio_tokens, gen)
+        scale = self._synthetic_lora_scale(prefix) if self.needs_lora_scale else None
+        return PromptInputs(prefix, audio, suffix, scale)
+
+    def _synthetic_audio(self, batch_size: int, audio_tokens: int, gen: torch.Generator) -> torch.Tensor:
+        # Without a front-end: embeddings at the scale of the token embedding table.
+        table = self.decoder.base.embed_tokens.weight
+        return torch.randn(batch_size, audio_tokens, table.shape[1], generator=gen) * float(table.detach().std())
+
+    def _synthetic_lora_scale(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def to_dtype(self, dtype: torch.dtype) -> "SpeechLM":
         self.to(dtype)

@@ -1,0 +1,140 @@
+"""Command line: `fastadasp plan | run | models` and `export-engine`.
+
+Every user error (unknown model, bad ratio, infeasible target, missing checkpoint) ends in one line on
+stderr naming the problem and the fix, and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_START_LAYER = {"constant": 2, "decay": 2, "sparse": 3}
+
+
+class CliError(Exception):
+    pass
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name (see `fastadasp models`)")
+    p.add_argument("--model-path", default=None, help="local checkpoint for released models (nothing is downloaded)")
+    p.add_argument("--schedule", choices=("constant", "decay", "sparse"), default="decay")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--flops-target", type=float, default=None, help="fraction of decoder prefill FLOPs to cut, e.g. 0.3")
+    target.add_argument("--ratio", type=float, default=None, help="base merge ratio r in [0, 1) instead of a FLOPs target")
+    p.add_argument("--start-layer", type=int, default=None, help="first merge layer (sparse: the only one); default 2 (sparse 3)")
+    p.add_argument("--audio-tokens", type=int, default=None, help="nominal audio tokens the plan is solved for")
+    p.add_argument("--text-tokens", type=int, default=None, help="nominal text tokens around the audio (plan: 64; run: the input's)")
+
+
+def _plan(args, decoder_args, audio_tokens: int, text_tokens: int | None = None):
+    from fastadasp.reduction.schedule import evaluate_schedule, make_schedule, plan_for_flops_target
+
+    shape = decoder_args.flops_shape()
+    text = text_tokens if text_tokens is not None else (args.text_tokens if args.text_tokens is not None else 64)
+    start = args.start_layer if args.start_layer is not None else DEFAULT_START_LAYER[args.schedule]
+    if start >= decoder_args.num_layers:
+        raise CliError(
+            f"--start-layer {start} is past the model's last layer ({decoder_args.num_layers - 1}); pass a smaller one"
+        )
+    if args.ratio is not None:
+        schedule = make_schedule(args.schedule, decoder_args.num_layers, start, args.ratio)
+        return evaluate_schedule(shape, schedule, audio_tokens, text)
+    target = 0.3 if args.flops_target is None else args.flops_target
+    return plan_for_flops_target(shape, args.schedule, start, target, audio_tokens, text)
+
+
+def cmd_plan(args) -> int:
+    from fastadasp.models.registry import decoder_args
+
+    dargs = decoder_args(args.model, args.model_path)
+    plan = _plan(args, dargs, args.audio_tokens if args.audio_tokens is not None else 1500)
+    data = {"model": args.model, **plan.to_dict()}
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"model {args.model}: {dargs.num_layers} layers, d={dargs.hidden_size}, kv dim {dargs.kv_dim}")
+        print(f"schedule {plan.schedule.kind} from layer {plan.schedule.start_layer}, base ratio {plan.schedule.base_ratio:.4f}")
+        print(f"audio tokens per layer: {plan.tokens_per_layer}")
+        target = "" if plan.flops_target is None else f" (target {plan.flops_target:.1%})"
+        print(f"decoder prefill FLOPs cut: {plan.flops_reduction:.2%}{target}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from fastadasp.models.registry import get_spec, model_names
+
+    for name in model_names():
+        spec = get_spec(name)
+        print(f"{name:18s} {spec.description}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Full vs reduced generation on one input, side by side (the README's default job)."""
+    import torch
+
+    from fastadasp.models.registry import build_model
+    from fastadasp.runtime.demo import run_comparison
+
+    torch.manual_seed(args.seed)
+    lm = build_model(args.model, args.model_path, seed=args.seed)
+    report = run_comparison(lm, args, lambda n, text: _plan(args, lm.args, n, text))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        from fastadasp.runtime.demo import format_report
+
+        print(format_report(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastadasp", description="FastAdaSP token merging for speech LLMs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="per-layer ratios and token counts for a FLOPs target (needs only the config)")
+    _add_schedule_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("run", help="generate with the full and the reduced decoder side by side (tiny presets: no downloads)")
+    _add_schedule_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--position-policy", choices=("reference", "first"), default="reference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("models", help="list known models and presets")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def _run(func, args) -> int:
+    from fastadasp.models.registry import UnknownModelError
+    from fastadasp.reduction.schedule import ScheduleError
+
+    try:
+        return func(args)
+    except (CliError, UnknownModelError, ScheduleError, FileNotFoundError) as exc:
+        print(f"fastadasp: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def export_engine_main(argv: list[str] | None = None) -> int:
+    print(
+        "export-engine: the ONNX/TensorRT exporter is not in this build yet (tracked as issue 3); "
+        "use `fastadasp plan` / `fastadasp run` for the PyTorch reference",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Adapter for WavLLM: LLaMA-2 decoder, Whisper + WavLM audio front-end, prompt-aware LoRA.
+
+WavLLM's LoRA on q/k/v/o is scaled per request: s [B, D] comes from a LoRA-free pass of the base LLM over
+the instruction prompt (last layer, before the final norm) -> fc2(gelu(fc1(h))) -> softmax pooling over
+the prompt -> relu -> clamp(max=3). The scale cannot be folded into fixed weights, so the decoder takes
+`lora_scale` as an input (and so will the exported prefill/decode graphs); `prompt_lora_scale` is the pass
+that produces it, reusing the decoder's own weights with the LoRA off.
+
+Released checkpoints are fairseq; `fastadasp.models.convert` maps their keys onto this layout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastadasp.models.decoder import DecoderArgs, PromptLoRA, SpeechDecoder, hidden_states
+from fastadasp.models.speech_lm import SpeechLM
+
+WAVLLM_7B = DecoderArgs(
+    vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128,
+    intermediate_size=11008, max_position_embeddings=4096,
+)
+# Longest scale the prompt network may emit (WavLLM clamps it).
+MAX_LORA_SCALE = 3.0
+
+
+class PromptScaleNet(nn.Module):
+    """h [B, T, D] (prompt hidden states) -> s [B, D] = clamp(relu(softmax-pool(fc2(gelu(fc1(h))))), max=3)."""
+
+    def __init__(self, hidden_size: int, inner_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, inner_size)
+        self.fc2 = nn.Linear(inner_size, hidden_size)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.fc2(F.gelu(self.fc1(h)))  # [B, T, D]
+        logits = s.float()
+        if mask is not None:
+            logits = logits.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(torch.float32).min)
+        pooled = (torch.softmax(logits, dim=1) * s.float()).sum(dim=1)  # softmax over prompt positions
+        return pooled.relu().clamp(max=MAX_LORA_SCALE).to(h.dtype)
+
+
+class ConvDownsampleAdapter(nn.Module):
+    """50 Hz encoder frames -> 12.5 Hz: two stride-2 convolutions then a linear map. x [B, T, C] -> [B, T/4, out]"""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_dim, in_dim, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(in_dim, in_dim, kernel_size=3, stride=2, padding=1)
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.conv2(F.gelu(self.conv1(x.transpose(1, 2))))).transpose(1, 2)
+        return self.proj(y)
+
+
+class WavLLMAudioFrontEnd(nn.Module):
+    """Whisper encoder (mel) and WavLM (waveform), each downsampled to 12.5 Hz, concatenated, projected to D."""
+
+    def __init__(self, whisper_encoder: nn.Module, wavlm: nn.Module, adapter_dim: int, hidden_size: int):
+        super().__init__()
+        self.whisper = whisper_encoder
+        self.wavlm = wavlm
+        self.whisper_adapter = ConvDownsampleAdapter(whisper_encoder.config.d_model, adapter_dim)
+        self.wavlm_adapter = ConvDownsampleAdapter(wavlm.config.hidden_size, adapter_dim)
+        self.projection = nn.Linear(2 * adapter_dim, hidden_size)
+
+    def forward(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
+        """mel [B, mel_bins, frames], waveform [B, samples] (16 kHz) -> [B, N, D]"""
+        a = self.whisper_adapter(self.whisper(mel).last_hidden_state)
+        b = self.wavlm_adapter(self.wavlm(waveform).last_hidden_state)
+        n = min(a.shape[1], b.shape[1])  # the two encoders' frame counts differ by one at clip edges
+        return self.projection(torch.cat([a[:, :n], b[:, :n]], dim=-1))
+
+
+class WavLLMLM(SpeechLM):
+    family = "wavllm"
+    needs_lora_scale = True
+
+    def __init__(self, hf_llama, lora: PromptLoRA, scale_net: PromptScaleNet, front_end: WavLLMAudioFrontEnd | None, name="wavllm"):
+        super().__init__(name=name, decoder=SpeechDecoder(hf_llama.model, hf_llama.lm_head, lora=lora), hf_model=hf_llama)
+        self.scale_net = scale_net
+        self.front_end = front_end
+
+    @torch.no_grad()
+    def prompt_lora_scale(self, prompt_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-request LoRA scale s [B, D] from the instruction prompt ids [B, T] (LoRA off)."""
+        h = hidden_states(self.decoder, self.decoder.embed(prompt_ids))
+        return self.scale_net(h, mask)
+
+    @torch.no_grad()
+    def encode_audio(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
+        if self.front_end is None:
+            raise ValueError("this WavLLM was loaded without its audio front-end; pass audio embeddings directly")
+        return self.front_end(mel, waveform)
+
+
+    def _synthetic_audio(self, batch_size, audio_tokens, gen):
+        if self.front_end is None:
+            return super()._synthetic_audio(batch_size, audio_tokens, gen)
+        w = self.front_end.whisper.config
+        frames = 2 * w.max_source_positions
+        mel = torch.randn(batch_size, w.num_mel_bins, frames, generator=gen)
+        waveform = torch.randn(batch_size, frames * 160, generator=gen) * 0.1  # 10 ms mel hop at 16 kHz
+        return self.encode_audio(mel, waveform)
+
+    def _synthetic_lora_scale(self, prompt_ids):
+        return self.prompt_lora_scale(prompt_ids)
+
+
+def _lora_dims(args: DecoderArgs) -> tuple[dict[str, int], dict[str, int]]:
+    q_out, kv_out = args.num_heads * args.head_dim, args.kv_dim
+    outs = {"q": q_out, "k": kv_out, "v": kv_out, "o": args.hidden_size}
+    ins = {"q": args.hidden_size, "k": args.hidden_size, "v": args.hidden_size, "o": q_out}
+    return outs, ins
+
+
+def assemble(groups: dict[str, dict[str, torch.Tensor]], llama_config, lora_rank: int, scale_inner: int,
+             front_end: WavLLMAudioFrontEnd | None, name: str) -> WavLLMLM:
+    """Build the adapter from converted weight groups (see convert.convert_wavllm_state_dict)."""
+    from transformers import LlamaForCausalLM
+
+    llama = LlamaForCausalLM(llama_config).eval()
+    llama.load_state_dict(groups["decoder"], strict=True)
+    args = DecoderArgs.from_hf_config(llama_config)
+    outs, ins = _lora_dims(args)
+    lora = PromptLoRA(args.num_layers, args.hidden_size, outs, ins, lora_rank)
+    with torch.no_grad():
+        for key, tensor in groups["lora"].items():  # "layers.{i}.{p}.lora_a" / ".lora_b"
+            _, i, p, which = key.split(".")
+            getattr(lora, which)[f"{i}_{p}"].copy_(tensor)
+    scale_net = PromptScaleNet(args.hidden_size, scale_inner)
+    scale_net.load_state_dict(groups["prompt_scale"], strict=True)
+    return WavLLMLM(llama, lora.eval(), scale_net.eval(), front_end, name=name)
+
+
+def tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=288, hidden_size=64, intermediate_size=144, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=4096, tie_word_embeddings=False,
+    )
+
+
+def tiny_front_end(hidden_size: int) -> WavLLMAudioFrontEnd:
+    from transformers import WavLMConfig, WavLMModel, WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    whisper = WhisperEncoder(WhisperConfig(
+        num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+        max_source_positions=100,
+    ))
+    wavlm = WavLMModel(WavLMConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=32, max_bucket_distance=100,
+    ))
+    return WavLLMAudioFrontEnd(whisper.eval(), wavlm.eval(), adapter_dim=32, hidden_size=hidden_size).eval()
+
+
+TINY_LORA_RANK = 4
+TINY_SCALE_INNER = 32
+
+
+def build_tiny(seed: int = 0) -> WavLLMLM:
+    """A tiny WavLLM whose weights come from a synthetic checkpoint with the released key names, through
+    the same converter a real checkpoint goes through."""
+    from fastadasp.models import convert
+
+    cfg = tiny_llama_config()
+    shape = convert.WavLLMDecoderShape(
+        num_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
+        num_kv_heads=cfg.num_key_value_heads, intermediate_size=cfg.intermediate_size, vocab_size=cfg.vocab_size,
+        lora_rank=TINY_LORA_RANK,
+    )
+    torch.manual_seed(seed)
+    groups = convert.convert_wavllm_state_dict(convert.wavllm_synthetic_state_dict(shape, seed=seed), shape)
+    groups["prompt_scale"] = _fit_scale_net(groups["prompt_scale"], cfg.hidden_size)
+    torch.manual_seed(seed)
+    return assemble(groups, cfg, TINY_LORA_RANK, TINY_SCALE_INNER, tiny_front_end(cfg.hidden_size), "tiny-wavllm")
+
+
+def _fit_scale_net(weights: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
+    # The synthetic checkpoint's scale network may use another inner width; keep it if it fits ours.
+    if weights and weights["fc1.weight"].shape == (TINY_SCALE_INNER, hidden_size):
+        return weights
+    net = PromptScaleNet(hidden_size, TINY_SCALE_INNER)
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def load(path: str) -> WavLLMLM:
+    """Load a released WavLLM fairseq checkpoint (a local .pt file) through the key converter."""
+    from fastadasp.models import convert
+    from transformers import LlamaConfig
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("model", state)
+    shape = convert.infer_wavllm_shape(state)
+    groups = convert.convert_wavllm_state_dict(state, shape)
+    cfg = LlamaConfig(
+        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads, max_position_embeddings=8192, tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+    )
+    inner = groups["prompt_scale"]["fc1.weight"].shape[0]
+    # The front-end weights stay in groups["audio"]; mapping them onto Whisper/WavLM modules needs the
+    # released checkpoint to check against, which is not available offline.
+    return assemble(groups, cfg, shape.lora_rank, inner, None, "wavllm")

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny presets (built once per session) and Hugging Face reference runners."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from fastadasp.models.registry import build_model
+
+TINY_PRESETS = ["tiny-qwen2-audio", "tiny-llama", "tiny-wavllm", "tiny-qwen-audio"]
+
+
+@pytest.fixture(scope="session")
+def preset_cache():
+    return {}
+
+
+@pytest.fixture
+def tiny(preset_cache):
+    def get(name):
+        if name not in preset_cache:
+            preset_cache[name] = build_model(name, seed=0)
+        return preset_cache[name]
+
+    return get
+
+
+class _LoRALinear(nn.Module):
+    """Reference WavLLM projection for Hugging Face runs: base(x) + (x A^T B^T) * s."""
+
+    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        self.base, self.a, self.b, self.scale = base, a, b, scale
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.a.T @ self.b.T) * self.scale.unsqueeze(1)
+
+
+@dataclass
+class HFReference:
+    """Runs the Hugging Face model on the same request our PromptInputs describes."""
+
+    model: nn.Module
+    kwargs: dict  # input_ids+features or inputs_embeds (+attention_mask)
+
+    @torch.no_grad()
+    def last_logits(self) -> torch.Tensor:
+        return self.model(**self.kwargs).logits[:, -1].float()
+
+    @torch.no_grad()
+    def generate(self, **gen) -> torch.Tensor:
+        out = self.model.generate(**self.kwargs, do_sample=False, **gen)
+        if "input_ids" in self.kwargs:
+            out = out[:, self.kwargs["input_ids"].shape[1] :]
+        return out
+
+
+def hf_reference(lm, inputs, *, features=None) -> HFReference:
+    """The Hugging Face model + inputs equivalent to `inputs` for any tiny preset."""
+    if lm.family == "qwen2-audio" and features is not None:
+        ids = lm.hf_input_ids(inputs.prefix_ids, inputs.audio_length, inputs.suffix_ids)
+        mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long)
+        return HFReference(lm.hf_model, {"input_ids": ids, "input_features": features, "feature_attention_mask": mask})
+    model = lm.hf_model
+    if lm.needs_lora_scale:
+        model = copy.deepcopy(lm.hf_model)
+        lora = lm.decoder.lora
+        for i, layer in enumerate(model.model.layers):
+            attn = layer.self_attn
+            for p, name in zip("qkvo", ("q_proj", "k_proj", "v_proj", "o_proj")):
+                base = getattr(attn, name)
+                setattr(attn, name, _LoRALinear(base, lora.lora_a[f"{i}_{p}"], lora.lora_b[f"{i}_{p}"], inputs.lora_scale))
+    embed = lm.decoder.embed
+    embeds = torch.cat([embed(inputs.prefix_ids), inputs.audio_embeds, embed(inputs.suffix_ids)], dim=1)
+    mask = torch.ones(embeds.shape[:2], dtype=torch.long)
+    return HFReference(model, {"inputs_embeds": embeds, "attention_mask": mask})
