@@ -73,7 +73,8 @@ def hf_reference(lm, inputs, *, features=None) -> HFReference:
             attn = layer.self_attn
             for p, name in zip("qkvo", ("q_proj", "k_proj", "v_proj", "o_proj")):
                 base = getattr(attn, name)
-                setattr(attn, name, _LoRALinear(base, lora.lora_a[f"{i}_{p}"], lora.lora_b[f"{i}_{p}"], inputs.lora_scale))
+                scale = lora.scale_for(p, inputs.lora_scale)  # q/k channels in the HF rotary order
+                setattr(attn, name, _LoRALinear(base, lora.lora_a[f"{i}_{p}"], lora.lora_b[f"{i}_{p}"], scale))
     embed = lm.decoder.embed
     embeds = torch.cat([embed(inputs.prefix_ids), inputs.audio_embeds, embed(inputs.suffix_ids)], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long)

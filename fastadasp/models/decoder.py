@@ -73,10 +73,14 @@ LORA_PROJECTIONS = ("q", "k", "v", "o")
 class PromptLoRA(nn.Module):
     """WavLLM's prompt-aware LoRA on q/k/v/o: output += (x @ A^T @ B^T) * s, with s [B, out] per request.
 
-    lora_a[f"{i}.{p}"]: [rank, in], lora_b[f"{i}.{p}"]: [out, rank] for layer i, projection p.
+    lora_a[f"{i}_{p}"]: [rank, in], lora_b[f"{i}_{p}"]: [out, rank] for layer i, projection p.
+    scale_index[p]: optional channel permutation applied to s before it multiplies projection p's output.
+    The released scale network emits s in Meta's interleaved-RoPE channel order while q/k live in the
+    Hugging Face half-split order after conversion, so q/k read s through the rotary permutation.
     """
 
-    def __init__(self, num_layers: int, hidden_size: int, out_dims: dict[str, int], in_dims: dict[str, int], rank: int):
+    def __init__(self, num_layers: int, hidden_size: int, out_dims: dict[str, int], in_dims: dict[str, int], rank: int,
+                 scale_index: dict[str, torch.Tensor] | None = None):
         super().__init__()
         self.rank = rank
         self.lora_a = nn.ParameterDict()
@@ -85,11 +89,22 @@ class PromptLoRA(nn.Module):
             for p in LORA_PROJECTIONS:
                 self.lora_a[f"{i}_{p}"] = nn.Parameter(torch.zeros(rank, in_dims[p]))
                 self.lora_b[f"{i}_{p}"] = nn.Parameter(torch.zeros(out_dims[p], rank))
+        self.scale_index = {}
+        for p, index in (scale_index or {}).items():
+            self.register_buffer(f"scale_index_{p}", index.long(), persistent=False)
+            self.scale_index[p] = f"scale_index_{p}"
+
+    def scale_for(self, proj: str, scale: torch.Tensor) -> torch.Tensor:
+        """scale [B, D] -> the per-channel scale of projection `proj`'s output [B, out]."""
+        if proj in self.scale_index:
+            return scale.index_select(1, getattr(self, self.scale_index[proj]))
+        return scale
 
     def delta(self, layer_idx: int, proj: str, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """x [B, T, in], scale [B, out] -> [B, T, out]"""
+        """x [B, T, in], scale [B, D] -> [B, T, out]"""
         key = f"{layer_idx}_{proj}"
-        return F.linear(F.linear(x, self.lora_a[key]), self.lora_b[key]) * scale.unsqueeze(1).to(x.dtype)
+        s = self.scale_for(proj, scale)
+        return F.linear(F.linear(x, self.lora_a[key]), self.lora_b[key]) * s.unsqueeze(1).to(x.dtype)
 
 
 class SpeechDecoder(nn.Module):
@@ -158,14 +173,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def attention_with_probs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Causal attention that also returns the probabilities (softmax in fp32, like HF eager).
 
-    q [B, H, T, d], k/v [B, Hkv, T, d] -> out [B, H, T, d], probs [B, H, T, T]
+    q [B, H, Tq, d], k/v [B, Hkv, Tk, d] (the queries are the last Tq tokens) -> out [B, H, Tq, d], probs [B, H, Tq, Tk]
     """
     groups = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(groups, dim=1)
     v = v.repeat_interleave(groups, dim=1)
-    seq = q.shape[2]
+    q_len, k_len = q.shape[2], k.shape[2]
     scores = torch.matmul(q, k.transpose(2, 3)) * (q.shape[-1] ** -0.5)
-    causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
+    # Query row t sits at key position k_len - q_len + t (queries are the newest tokens).
+    causal = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(k_len - q_len + 1)
     scores = scores.masked_fill(causal, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     return torch.matmul(probs, v), probs
@@ -211,6 +227,7 @@ def prefill(
     reducer: SpanReducer = _weighted,
     generator: torch.Generator | None = None,
     keep_final_audio: bool = False,
+    kv_policy=None,
 ) -> PrefillResult:
     """Run the prompt through the decoder, shortening the audio span at every layer with a ratio > 0.
 
@@ -238,10 +255,12 @@ def prefill(
         q, k, v = decoder.qkv(i, layer.input_layernorm(h), cos, sin, lora_scale)
         cache.write_prefill(i, k, v)
         remove = num_merged(span, ratios[i])
-        if remove > 0:
+        if remove > 0 or kv_policy is not None:
             attn, probs = attention_with_probs(q, k, v)
         else:
             attn, probs = causal_attention(q, k, v), None
+        if kv_policy is not None:
+            kv_policy.observe(i, probs, cache)
         h = h + decoder.out_proj(i, attn, lora_scale)
         if remove > 0:
             a, n = audio_start, span
@@ -269,17 +288,25 @@ def decode_one_token(
     cache: CompactedKVCache,
     *,
     lora_scale: torch.Tensor | None = None,
+    kv_policy=None,
 ) -> torch.Tensor:
     """One decode step: input_ids [B, 1] at position_ids [B, 1] -> logits [B, V] (fp32).
 
     Every layer writes its new key/value in place at its own current length and attends to its valid prefix.
+    kv_policy (e.g. H2O eviction) sees each layer's attention probabilities [B, H, 1, L] and may compact
+    that layer's cache afterwards.
     """
     h = decoder.embed(input_ids)
     cos, sin = decoder.rope(h, position_ids)
     for i, layer in enumerate(decoder.layers):
         q, k, v = decoder.qkv(i, layer.input_layernorm(h), cos, sin, lora_scale)
         k_all, v_all = cache.append(i, k, v)
-        h = h + decoder.out_proj(i, full_attention(q, k_all, v_all), lora_scale)
+        if kv_policy is None:
+            attn = full_attention(q, k_all, v_all)
+        else:
+            attn, probs = attention_with_probs(q, k_all, v_all)
+            kv_policy.observe(i, probs, cache)
+        h = h + decoder.out_proj(i, attn, lora_scale)
         h = decoder.mlp(i, h)
     return decoder.logits(h[:, -1])
 

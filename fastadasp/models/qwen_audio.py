@@ -16,7 +16,7 @@ from fastadasp.models.decoder import DecoderArgs, SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
 QWEN_AUDIO_7B = DecoderArgs(
-    vocab_size=155136, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128,
+    vocab_size=155947, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128,
     intermediate_size=11008, max_position_embeddings=8192,
 )
 
@@ -66,7 +66,7 @@ def qwen2_config_for(num_layers: int, hidden: int, heads: int, intermediate: int
     return Qwen2Config(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=num_layers,
         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
-        rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False,
+        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
     )
 
 

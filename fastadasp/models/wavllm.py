@@ -27,19 +27,25 @@ MAX_LORA_SCALE = 3.0
 
 
 class PromptScaleNet(nn.Module):
-    """h [B, T, D] (prompt hidden states) -> s [B, D] = clamp(relu(softmax-pool(fc2(gelu(fc1(h))))), max=3)."""
+    """h [B, T, D] (prompt hidden states) -> s [B, D].
+
+    o = fc2(gelu(fc1(h))); w = softmax over prompt positions of pool(o) (one weight per position);
+    s = clamp(relu(sum_t w_t o_t), max=3). Names: fc1/fc2/pool = the release's scale_fc_1, scale_fc_2,
+    scale_weight_attention.
+    """
 
     def __init__(self, hidden_size: int, inner_size: int):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, inner_size)
         self.fc2 = nn.Linear(inner_size, hidden_size)
+        self.pool = nn.Linear(hidden_size, 1)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        s = self.fc2(F.gelu(self.fc1(h)))  # [B, T, D]
-        logits = s.float()
+        o = self.fc2(F.gelu(self.fc1(h)))  # [B, T, D]
+        logits = self.pool(o).float()  # [B, T, 1]
         if mask is not None:
             logits = logits.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(torch.float32).min)
-        pooled = (torch.softmax(logits, dim=1) * s.float()).sum(dim=1)  # softmax over prompt positions
+        pooled = (torch.softmax(logits, dim=1) * o.float()).sum(dim=1)
         return pooled.relu().clamp(max=MAX_LORA_SCALE).to(h.dtype)
 
 
@@ -123,11 +129,17 @@ def assemble(groups: dict[str, dict[str, torch.Tensor]], llama_config, lora_rank
     """Build the adapter from converted weight groups (see convert.convert_wavllm_state_dict)."""
     from transformers import LlamaForCausalLM
 
+    from fastadasp.models.convert import permute_rotary
+
     llama = LlamaForCausalLM(llama_config).eval()
     llama.load_state_dict(groups["decoder"], strict=True)
     args = DecoderArgs.from_hf_config(llama_config)
     outs, ins = _lora_dims(args)
-    lora = PromptLoRA(args.num_layers, args.hidden_size, outs, ins, lora_rank)
+    scale_index = {
+        "q": permute_rotary(torch.arange(outs["q"]), args.num_heads, dim=-1),
+        "k": permute_rotary(torch.arange(outs["k"]), args.num_kv_heads, dim=-1),
+    }
+    lora = PromptLoRA(args.num_layers, args.hidden_size, outs, ins, lora_rank, scale_index)
     with torch.no_grad():
         for key, tensor in groups["lora"].items():  # "layers.{i}.{p}.lora_a" / ".lora_b"
             _, i, p, which = key.split(".")
@@ -177,18 +189,10 @@ def build_tiny(seed: int = 0) -> WavLLMLM:
         lora_rank=TINY_LORA_RANK,
     )
     torch.manual_seed(seed)
-    groups = convert.convert_wavllm_state_dict(convert.wavllm_synthetic_state_dict(shape, seed=seed), shape)
-    groups["prompt_scale"] = _fit_scale_net(groups["prompt_scale"], cfg.hidden_size)
+    synthetic = convert.wavllm_synthetic_state_dict(shape, seed=seed, scale_inner=TINY_SCALE_INNER)
+    groups = convert.convert_wavllm_state_dict(synthetic, shape)
     torch.manual_seed(seed)
     return assemble(groups, cfg, TINY_LORA_RANK, TINY_SCALE_INNER, tiny_front_end(cfg.hidden_size), "tiny-wavllm")
-
-
-def _fit_scale_net(weights: dict[str, torch.Tensor], hidden_size: int) -> dict[str, torch.Tensor]:
-    # The synthetic checkpoint's scale network may use another inner width; keep it if it fits ours.
-    if weights and weights["fc1.weight"].shape == (TINY_SCALE_INNER, hidden_size):
-        return weights
-    net = PromptScaleNet(hidden_size, TINY_SCALE_INNER)
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def load(path: str) -> WavLLMLM:
@@ -204,7 +208,7 @@ def load(path: str) -> WavLLMLM:
         vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
         num_key_value_heads=shape.num_kv_heads, max_position_embeddings=8192, tie_word_embeddings=False,
-        rms_norm_eps=1e-5,
+        rms_norm_eps=1e-6,  # the release's LLaMA never overrides Meta's default norm_eps
     )
     inner = groups["prompt_scale"]["fc1.weight"].shape[0]
     # The front-end weights stay in groups["audio"]; mapping them onto Whisper/WavLM modules needs the
