@@ -16,6 +16,7 @@ numbers an fp32 run would see up to input rounding; outputs come back in the inp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,16 +24,30 @@ import torch
 # Cosine similarity denominator floor: keeps zero-norm keys from producing NaN (they get similarity 0).
 _NORM_EPS = 1e-12
 
+# Ratios are fixed-point numbers q / 2**16. Exported graphs, TensorRT shape expressions and the plugin all
+# compute m = (n * q) // 2**16 in integer arithmetic, so every stage agrees on every length exactly; a
+# float ratio would floor differently in fp32 (graph) and fp64 (Python) for some n.
+RATIO_DENOMINATOR = 1 << 16
+
+
+def ratio_numerator(ratio: float) -> int:
+    """q with q / 2**16 >= ratio, the smallest such (exact multiples stay exact); q in [0, 2**16 - 1]."""
+    if not (0.0 <= ratio < 1.0) or math.isnan(ratio):
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    return min(max(math.ceil(ratio * RATIO_DENOMINATOR - 1e-6), 0), RATIO_DENOMINATOR - 1)
+
+
+def quantize_ratio(ratio: float) -> float:
+    """The ratio every stage actually uses: ratio_numerator(ratio) / 2**16 (exact in binary)."""
+    return ratio_numerator(ratio) / RATIO_DENOMINATOR
+
 
 def num_merged(span_length: int, ratio: float) -> int:
-    """Edges merged at one layer: floor(n * r), never more than n - 1 (a span keeps at least one token).
-
-    A tiny epsilon absorbs binary rounding (0.29 * 100 = 28.999999999999996 must give 29); every stage
-    (planner, reference, exporter, runtime) calls this one function so their lengths always agree.
-    """
+    """Edges merged at one layer: floor(n * r) with r = q / 2**16, never more than n - 1 (a span keeps at
+    least one token). Every stage (planner, reference, exporter, runtime, plugin) uses this rule."""
     if span_length <= 1 or ratio <= 0.0:
         return 0
-    return int(min(int(span_length * ratio + 1e-9), span_length - 1))
+    return int(min(span_length * ratio_numerator(ratio) // RATIO_DENOMINATOR, span_length - 1))
 
 
 def adjacent_key_similarity(keys: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from fastadasp.reduction.merge import num_merged
+from fastadasp.reduction.merge import num_merged, quantize_ratio
 
 SCHEDULE_KINDS = ("constant", "decay", "sparse")
 
@@ -94,7 +94,8 @@ def make_schedule(kind: str, num_layers: int, start_layer: int, ratio: float) ->
             ratios[i] = ratio * (1.0 - (i - start_layer) / span) if span > 0 else ratio
     else:
         ratios[start_layer] = ratio
-    return Schedule(kind, num_layers, start_layer, float(ratio), tuple(ratios))
+    # Store the fixed-point ratios every stage computes with (see merge.RATIO_DENOMINATOR).
+    return Schedule(kind, num_layers, start_layer, float(ratio), tuple(quantize_ratio(r) for r in ratios))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class TorchBackend:
         position_policy: str = "reference",
         reducer: SpanReducer = _weighted,
         generator: torch.Generator | None = None,
+        kv_policy=None,
     ):
         self.decoder = decoder
         if ratios is None:
@@ -31,6 +32,7 @@ class TorchBackend:
         self.position_policy = position_policy
         self.reducer = reducer
         self.generator = generator
+        self.kv_policy = kv_policy  # e.g. runtime.h2o.H2OPolicy: decode-time KV eviction
         self.cache: CompactedKVCache | None = None
         self.lora_scale: torch.Tensor | None = None
 
@@ -64,14 +66,19 @@ class TorchBackend:
             position_policy=self.position_policy,
             reducer=self.reducer,
             generator=self.generator,
+            kv_policy=self.kv_policy,
         )
 
     @torch.no_grad()
     def decode(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        return decode_one_token(self.decoder, input_ids, position_ids, self.cache, lora_scale=self.lora_scale)
+        return decode_one_token(
+            self.decoder, input_ids, position_ids, self.cache, lora_scale=self.lora_scale, kv_policy=self.kv_policy
+        )
 
     def reorder(self, batch_index: torch.Tensor) -> None:
         self.cache.reorder(batch_index)
+        if self.kv_policy is not None:
+            self.kv_policy.reorder(batch_index)
         if self.lora_scale is not None:
             self.lora_scale = self.lora_scale.index_select(0, batch_index)
 

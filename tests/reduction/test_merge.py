@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fastadasp.reduction import num_merged, weighted_merge, weighted_merge_span
-from fastadasp.reduction.merge import adjacent_key_similarity, attention_received, chain_group_index
+from fastadasp.reduction.merge import adjacent_key_similarity, ratio_numerator, attention_received, chain_group_index
 
 
 def loop_reference(x, keys, weights, m):
@@ -118,6 +118,10 @@ def test_num_merged_rule():
     assert num_merged(1, 0.9) == 0
     assert num_merged(375, 0.0) == 0
     assert num_merged(7, 0.5) == 3
+    assert num_merged(10, 0.3) == 3 and num_merged(3000, 0.5) == 1500
+    for n in range(1, 600):  # the integer rule equals floor(n * q / 2**16) computed exactly
+        q = ratio_numerator(0.37)
+        assert num_merged(n, 0.37) == min(n * q // 65536, max(n - 1, 0))
 
 
 def test_invalid_num_merge_raises():
