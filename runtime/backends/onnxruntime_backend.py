@@ -1,0 +1,100 @@
+"""ONNX Runtime backend: runs exported prefill/decode graphs over the shared CompactedKVCache.
+
+Decode binds every layer's `past.{i}.*` input and `present.{i}.*` output to the *same* cache buffer through
+IO binding, so ScatterElements writes the new entry in place and nothing copies the cache per step.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from fastadasp.models.decoder import PrefillResult
+from fastadasp.reduction.schedule import span_lengths_for_ratios
+from fastadasp.runtime.kv_cache import CompactedKVCache
+from fastadasp.runtime.prompt import PromptInputs
+
+_TORCH_TO_NP = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+def _session(path: str, threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeBackend:
+    """prefill.onnx + decode.onnx on the CPU execution provider."""
+
+    def __init__(self, prefill_path: str | os.PathLike, decode_path: str | os.PathLike | None, ratios,
+                 num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32, threads: int | None = None):
+        self.prefill_session = _session(str(prefill_path), threads)
+        self.decode_session = _session(str(decode_path), threads) if decode_path is not None else None
+        self.ratios = list(ratios)
+        self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
+        self.np_dtype = _TORCH_TO_NP[dtype]
+        self.cache: CompactedKVCache | None = None
+        self.lora_scale: np.ndarray | None = None
+        self.output_names = [o.name for o in self.prefill_session.get_outputs()]
+        self.needs_lora = any(i.name == "lora_scale" for i in self.prefill_session.get_inputs())
+
+    def prefill(self, inputs: PromptInputs, max_new_tokens: int) -> PrefillResult:
+        feed = {
+            "prefix_ids": inputs.prefix_ids.numpy().astype(np.int64),
+            "audio_embeds": inputs.audio_embeds.to(self.dtype).numpy(),
+            "suffix_ids": inputs.suffix_ids.numpy().astype(np.int64),
+        }
+        if self.needs_lora:
+            if inputs.lora_scale is None:
+                raise ValueError("this graph was exported with prompt-aware LoRA: pass lora_scale [B, D]")
+            feed["lora_scale"] = inputs.lora_scale.to(self.dtype).numpy()
+            self.lora_scale = feed["lora_scale"]
+        outputs = dict(zip(self.output_names, self.prefill_session.run(None, feed)))
+        spans = span_lengths_for_ratios(self.ratios, inputs.audio_length)
+        num_layers = len(self.ratios)
+        lengths = [outputs[f"present.{i}.key"].shape[2] for i in range(num_layers)]
+        self.cache = CompactedKVCache(lengths, inputs.batch_size, self.num_kv_heads, self.head_dim, max_new_tokens,
+                                      dtype=self.dtype)
+        for i in range(num_layers):
+            self.cache.write_prefill(i, torch.from_numpy(outputs[f"present.{i}.key"]),
+                                     torch.from_numpy(outputs[f"present.{i}.value"]))
+        kept = {int(k.split(".")[1]): torch.from_numpy(v) for k, v in outputs.items() if k.startswith("merge.")}
+        return PrefillResult(torch.from_numpy(outputs["logits"]), spans, inputs.total_length, kept)
+
+    def decode(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        if self.decode_session is None:
+            raise RuntimeError("no decode graph was given to this backend")
+        binding = self.decode_session.io_binding()
+        ids = np.ascontiguousarray(input_ids.numpy().astype(np.int64))
+        pos = np.ascontiguousarray(position_ids.numpy().astype(np.int64))
+        lengths = np.asarray(self.cache.lengths, dtype=np.int64)
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("position_ids", pos)
+        binding.bind_cpu_input("cache_lengths", lengths)
+        if self.lora_scale is not None:
+            binding.bind_cpu_input("lora_scale", np.ascontiguousarray(self.lora_scale))
+        for i, layer in enumerate(self.cache.layers):
+            for kind, buffer in (("key", layer.key), ("value", layer.value)):
+                shape, ptr = list(buffer.shape), buffer.data_ptr()
+                binding.bind_input(f"past.{i}.{kind}", "cpu", 0, self.np_dtype, shape, ptr)
+                binding.bind_output(f"present.{i}.{kind}", "cpu", 0, self.np_dtype, shape, ptr)
+        binding.bind_output("logits", "cpu")
+        self.decode_session.run_with_iobinding(binding)
+        for layer in self.cache.layers:
+            layer.length += 1
+        logits = binding.get_outputs()[-1].numpy()  # outputs come in bind order: logits was bound last
+        return torch.from_numpy(logits.copy())
+
+    def reorder(self, batch_index: torch.Tensor) -> None:
+        self.cache.reorder(batch_index)
+        if self.lora_scale is not None:
+            self.lora_scale = self.lora_scale[batch_index.numpy()]
+
+    def expand(self, repeats: int) -> None:
+        self.reorder(torch.arange(self.cache.batch_size).repeat_interleave(repeats))
