@@ -117,7 +117,7 @@ def _run(func, args) -> int:
 
     try:
         return func(args)
-    except (CliError, UnknownModelError, ScheduleError, FileNotFoundError) as exc:
+    except (CliError, UnknownModelError, ScheduleError, FileNotFoundError, ValueError) as exc:
         print(f"fastadasp: error: {exc}", file=sys.stderr)
         return 2
 
@@ -127,13 +127,55 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args.func, args)
 
 
-def export_engine_main(argv: list[str] | None = None) -> int:
-    print(
-        "export-engine: the ONNX/TensorRT exporter is not in this build yet (tracked as issue 3); "
-        "use `fastadasp plan` / `fastadasp run` for the PyTorch reference",
-        file=sys.stderr,
+def build_export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="export-engine",
+        description="Export schedule-fixed reduced-token prefill/decode graphs (+ audio encoder), a manifest, "
+        "and TensorRT engines when TensorRT is available.",
     )
-    return 2
+    _add_schedule_args(p)
+    p.add_argument("--out", default=None, help="output directory (default: ./engines-<model>-<schedule>)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--position-policy", choices=("reference", "first"), default="reference")
+    p.add_argument("--audio-tokens-range", default="1:1500:3000", metavar="MIN:OPT:MAX",
+                   help="audio tokens the graphs/engines must accept; OPT is the nominal length the plan is solved for")
+    p.add_argument("--max-batch", type=int, default=5, help="largest batch x beams an engine profile admits")
+    p.add_argument("--max-text-tokens", type=int, default=512, help="largest prefix + suffix length for engine profiles")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="decode budget the KV capacity profiles allow")
+    p.add_argument("--compute-capability", default=None, help="TensorRT-RTX only: build for this GPU (e.g. 8.6)")
+    p.add_argument("--skip-engines", action="store_true", help="stop after the ONNX graphs and manifest")
+    return p
+
+
+def cmd_export(args) -> int:
+    from fastadasp.exporter.export import AudioTokenRange, export_model
+    from fastadasp.models.registry import build_model
+
+    try:
+        token_range = AudioTokenRange.parse(args.audio_tokens_range)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    lm = build_model(args.model, args.model_path)
+    plan = _plan(args, lm.args, token_range.opt)
+    out = args.out or f"engines-{args.model}-{args.schedule}"
+    print(f"[plan] {plan.schedule.kind} from layer {plan.schedule.start_layer}: decoder prefill FLOPs cut "
+          f"{plan.flops_reduction:.1%} at {token_range.opt} audio tokens; audio tokens per layer "
+          f"{plan.tokens_per_layer}")
+    manifest = export_model(lm, plan.schedule, out, dtype=args.dtype, opset=args.opset,
+                            position_policy=args.position_policy, audio_tokens=token_range, plan=plan)
+    if args.skip_engines:
+        print("[engines] skipped (--skip-engines); ONNX graphs and manifest are in " + out)
+        return 0
+    from fastadasp.engines.pipeline import build_engines_for_export
+
+    build_engines_for_export(out, manifest, args)
+    return 0
+
+
+def export_engine_main(argv: list[str] | None = None) -> int:
+    args = build_export_parser().parse_args(argv)
+    return _run(cmd_export, args)
 
 
 if __name__ == "__main__":

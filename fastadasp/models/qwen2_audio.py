@@ -67,6 +67,10 @@ class Qwen2AudioLM(SpeechLM):
         """Mel frames the encoder expects (it is trained on padded 30 s windows: 2 x max_source_positions)."""
         return 2 * self.hf_model.config.audio_config.max_source_positions
 
+    @property
+    def has_audio_front_end(self) -> bool:
+        return True
+
     @torch.no_grad()
     def encode_audio(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_features [B, mel, frames] -> audio embeddings [B, N, D] (N = valid audio tokens; equal-length batch)."""

@@ -45,6 +45,10 @@ class QwenAudioLM(SpeechLM):
         super().__init__(name=name, decoder=SpeechDecoder(hf_qwen2.model, hf_qwen2.lm_head), hf_model=hf_qwen2)
         self.audio_encoder = audio_encoder
 
+    @property
+    def has_audio_front_end(self) -> bool:
+        return self.audio_encoder is not None
+
     @torch.no_grad()
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         if self.audio_encoder is None:

@@ -26,6 +26,11 @@ class SpeechLM(nn.Module):
         self.requires_grad_(False)  # inference only: keeps autograd bookkeeping out of every forward
 
     @property
+    def has_audio_front_end(self) -> bool:
+        """Whether encode_audio works (and an audio_encoder.onnx can be exported)."""
+        return False
+
+    @property
     def args(self):
         return self.decoder.args
 

@@ -97,6 +97,10 @@ class WavLLMLM(SpeechLM):
         h = hidden_states(self.decoder, self.decoder.embed(prompt_ids))
         return self.scale_net(h, mask)
 
+    @property
+    def has_audio_front_end(self) -> bool:
+        return self.front_end is not None
+
     @torch.no_grad()
     def encode_audio(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
         if self.front_end is None:

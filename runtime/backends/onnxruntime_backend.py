@@ -44,6 +44,20 @@ class OnnxRuntimeBackend:
         self.output_names = [o.name for o in self.prefill_session.get_outputs()]
         self.needs_lora = any(i.name == "lora_scale" for i in self.prefill_session.get_inputs())
 
+    @classmethod
+    def from_export(cls, directory: str | os.PathLike, threads: int | None = None) -> "OnnxRuntimeBackend":
+        """Open an export-engine output directory; the manifest is checked (version, file hashes) first."""
+        from fastadasp.exporter.manifest import load_manifest
+
+        manifest = load_manifest(directory)
+        args = manifest["model"]["args"]
+        dtype = {"fp32": torch.float32, "fp16": torch.float16}[manifest["dtype"]]
+        graphs = manifest["graphs"]
+        return cls(
+            os.path.join(directory, graphs["prefill"]["file"]), os.path.join(directory, graphs["decode"]["file"]),
+            manifest["schedule"]["ratios"], args["num_kv_heads"], args["head_dim"], dtype, threads,
+        )
+
     def prefill(self, inputs: PromptInputs, max_new_tokens: int) -> PrefillResult:
         feed = {
             "prefix_ids": inputs.prefix_ids.numpy().astype(np.int64),
