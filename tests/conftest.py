@@ -1,17 +1,12 @@
-"""Shared fixtures: tiny presets (built once per session) and Hugging Face reference runners."""
+"""Shared fixtures: tiny presets (built once per session) and exported graphs in a temp folder."""
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-
+import onnx
 import pytest
 import torch
-from torch import nn
 
 from fastadasp.models.registry import build_model
-
-TINY_PRESETS = ["tiny-qwen2-audio", "tiny-llama", "tiny-wavllm", "tiny-qwen-audio"]
 
 
 @pytest.fixture(scope="session")
@@ -29,53 +24,20 @@ def tiny(preset_cache):
     return get
 
 
-class _LoRALinear(nn.Module):
-    """Reference WavLLM projection for Hugging Face runs: base(x) + (x A^T B^T) * s."""
+@pytest.fixture
+def export_graphs(tmp_path):
+    """(lm, ratios, policy, dtype) -> OnnxRuntimeBackend over freshly exported prefill/decode graphs."""
 
-    def __init__(self, base: nn.Linear, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        self.base, self.a, self.b, self.scale = base, a, b, scale
+    from fastadasp.exporter.graphs import GraphSpec, build_decode, build_prefill
+    from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    def forward(self, x):
-        return self.base(x) + (x @ self.a.T @ self.b.T) * self.scale.unsqueeze(1)
+    def make(lm, ratios, policy="reference", dtype="fp32", max_audio_tokens=512, debug=True):
+        spec = GraphSpec(tuple(ratios), policy, dtype, 17, max_audio_tokens, debug)
+        tag = f"{lm.name}-{abs(hash((tuple(ratios), policy, dtype)))}"
+        prefill, decode = tmp_path / f"{tag}-prefill.onnx", tmp_path / f"{tag}-decode.onnx"
+        onnx.save(build_prefill(lm.decoder, spec), prefill)
+        onnx.save(build_decode(lm.decoder, spec), decode)
+        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
+        return OnnxRuntimeBackend(prefill, decode, ratios, lm.args.num_kv_heads, lm.args.head_dim, torch_dtype)
 
-
-@dataclass
-class HFReference:
-    """Runs the Hugging Face model on the same request our PromptInputs describes."""
-
-    model: nn.Module
-    kwargs: dict  # input_ids+features or inputs_embeds (+attention_mask)
-
-    @torch.no_grad()
-    def last_logits(self) -> torch.Tensor:
-        return self.model(**self.kwargs).logits[:, -1].float()
-
-    @torch.no_grad()
-    def generate(self, **gen) -> torch.Tensor:
-        out = self.model.generate(**self.kwargs, do_sample=False, **gen)
-        if "input_ids" in self.kwargs:
-            out = out[:, self.kwargs["input_ids"].shape[1] :]
-        return out
-
-
-def hf_reference(lm, inputs, *, features=None) -> HFReference:
-    """The Hugging Face model + inputs equivalent to `inputs` for any tiny preset."""
-    if lm.family == "qwen2-audio" and features is not None:
-        ids = lm.hf_input_ids(inputs.prefix_ids, inputs.audio_length, inputs.suffix_ids)
-        mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long)
-        return HFReference(lm.hf_model, {"input_ids": ids, "input_features": features, "feature_attention_mask": mask})
-    model = lm.hf_model
-    if lm.needs_lora_scale:
-        model = copy.deepcopy(lm.hf_model)
-        lora = lm.decoder.lora
-        for i, layer in enumerate(model.model.layers):
-            attn = layer.self_attn
-            for p, name in zip("qkvo", ("q_proj", "k_proj", "v_proj", "o_proj")):
-                base = getattr(attn, name)
-                scale = lora.scale_for(p, inputs.lora_scale)  # q/k channels in the HF rotary order
-                setattr(attn, name, _LoRALinear(base, lora.lora_a[f"{i}_{p}"], lora.lora_b[f"{i}_{p}"], scale))
-    embed = lm.decoder.embed
-    embeds = torch.cat([embed(inputs.prefix_ids), inputs.audio_embeds, embed(inputs.suffix_ids)], dim=1)
-    mask = torch.ones(embeds.shape[:2], dtype=torch.long)
-    return HFReference(model, {"inputs_embeds": embeds, "attention_mask": mask})
+    return make

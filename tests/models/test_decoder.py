@@ -8,7 +8,7 @@ from fastadasp.reduction.schedule import make_schedule
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
 from fastadasp.runtime.prompt import PromptInputs
-from conftest import TINY_PRESETS, hf_reference
+from support import TINY_PRESETS, hf_reference
 
 
 def _request(lm, batch, seed=0):
