@@ -63,6 +63,22 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_select_layer(args) -> int:
+    from fastadasp.models.registry import build_model
+    from fastadasp.runtime.calibrate import select_sparse_layer
+
+    lm = build_model(args.model, args.model_path)
+    calibration = [lm.synthetic_prompt(batch_size=1, seed=s) for s in range(args.calibration_samples)]
+    result = select_sparse_layer(lm, calibration, args.ratio)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for layer, score in sorted(result.scores.items()):
+            print(f"layer {layer:3d}  TE {score:.4f}")
+        print(f"selected layer {result.selected_layer} (smallest transfer entropy)")
+    return 0
+
+
 def cmd_models(args) -> int:
     from fastadasp.models.registry import get_spec, model_names
 
@@ -103,9 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--num-beams", type=int, default=1)
     p.add_argument("--position-policy", choices=("reference", "first"), default="reference")
+    p.add_argument("--method", default="weighted",
+                   choices=("weighted", "average", "random_merge", "random_evict", "atome", "fastv", "h2o"),
+                   help="span reducer at the schedule's layers (fastv: use --schedule sparse), or h2o decode-time KV eviction")
+    p.add_argument("--kv-budget", type=int, default=None, help="h2o: KV entries kept per layer (default: half the prompt)")
+    p.add_argument("--recent-window", type=int, default=None, help="h2o: newest entries always kept (default: budget/4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("select-layer", help="transfer-entropy choice of the sparse schedule's layer on a calibration set")
+    p.add_argument("--model", required=True)
+    p.add_argument("--model-path", default=None)
+    p.add_argument("--ratio", type=float, default=0.5, help="the single-layer reduction ratio to calibrate for")
+    p.add_argument("--calibration-samples", type=int, default=4, help="synthetic requests (random inputs on presets)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_select_layer)
     p = sub.add_parser("models", help="list known models and presets")
     p.set_defaults(func=cmd_models)
     return parser

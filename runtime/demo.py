@@ -13,7 +13,7 @@ def run_comparison(lm, args, plan_for_audio_tokens) -> dict:
     plan = plan_for_audio_tokens(args.audio_tokens or inputs.audio_length, args.text_tokens or inputs.text_length)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
     full_backend = TorchBackend(lm.decoder)
-    reduced_backend = TorchBackend(lm.decoder, plan.schedule, position_policy=args.position_policy)
+    reduced_backend = _reduced_backend(lm, plan, args, inputs)
     full = generate(full_backend, inputs, config)
     reduced = generate(reduced_backend, inputs, config)
     full_tokens, reduced_tokens = full.sequences[0].tolist(), reduced.sequences[0].tolist()
@@ -21,6 +21,7 @@ def run_comparison(lm, args, plan_for_audio_tokens) -> dict:
     spans = plan.schedule.span_lengths(inputs.audio_length)
     return {
         "model": lm.name,
+        "method": getattr(args, "method", "weighted"),
         "audio_tokens": inputs.audio_length,
         "text_tokens": inputs.text_length,
         "plan": plan.to_dict(),
@@ -35,10 +36,25 @@ def run_comparison(lm, args, plan_for_audio_tokens) -> dict:
     }
 
 
+def _reduced_backend(lm, plan, args, inputs) -> TorchBackend:
+    method = getattr(args, "method", "weighted")
+    if method == "h2o":  # decode-time eviction instead of prefill merging
+        from fastadasp.runtime.h2o import H2OPolicy
+
+        budget = args.kv_budget or max(2, inputs.total_length // 2)
+        recent = args.recent_window if args.recent_window is not None else budget // 4
+        return TorchBackend(lm.decoder, None, kv_policy=H2OPolicy(budget, recent))
+    from fastadasp.reduction.baselines import SPAN_REDUCERS
+
+    generator = torch.Generator().manual_seed(args.seed)
+    return TorchBackend(lm.decoder, plan.schedule, position_policy=args.position_policy,
+                        reducer=SPAN_REDUCERS[method], generator=generator)
+
+
 def format_report(r: dict) -> str:
     p = r["plan"]
     lines = [
-        f"model {r['model']}: {r['audio_tokens']} audio + {r['text_tokens']} text tokens",
+        f"model {r['model']}: {r['audio_tokens']} audio + {r['text_tokens']} text tokens, method {r['method']}",
         f"schedule {p['schedule']} from layer {p['start_layer']}, base ratio {p['base_ratio']:.4f}, "
         f"prefill FLOPs cut {p['flops_reduction']:.1%}",
         f"audio tokens per layer: {r['audio_tokens_per_layer']}",

@@ -10,6 +10,7 @@ from fastadasp.reduction.merge import (
     weighted_merge,
     weighted_merge_span,
 )
+from fastadasp.reduction.baselines import SPAN_REDUCERS
 from fastadasp.reduction.schedule import (
     DecoderFlopsShape,
     Plan,
@@ -23,6 +24,7 @@ __all__ = [
     "DecoderFlopsShape",
     "Plan",
     "ReducedSpan",
+    "SPAN_REDUCERS",
     "Schedule",
     "adjacent_key_similarity",
     "attention_received",
