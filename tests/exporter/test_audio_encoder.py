@@ -1,0 +1,178 @@
+"""The audio front-end ONNX graph: parity with encode_audio under ONNX Runtime, a valid graph, a manifest IO
+description that matches the graph, and clean failures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+import fastadasp.exporter.audio_encoder as ae
+from fastadasp.exporter.audio_encoder import export_audio_encoder, run_audio_encoder_onnx
+from fastadasp.models.registry import build_model
+
+AUDIO_PRESETS = ["tiny-qwen2-audio", "tiny-qwen-audio", "tiny-wavllm"]
+# Input shapes (without the batch) each preset's encoder is built for: see the adapters' _synthetic_audio.
+EXPECTED_INPUTS = {
+    "tiny-qwen2-audio": {"input_features": [16, 120]},
+    "tiny-qwen-audio": {"input_features": [16, 120]},
+    "tiny-wavllm": {"input_features": [16, 200], "waveform": [200 * 160]},
+}
+FP32_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = build_model(name, seed=0)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def exported(models, tmp_path_factory):
+    """preset -> (lm, path, io dict); each graph exported once for the module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            lm = models(name)
+            path = tmp_path_factory.mktemp(name) / "audio_encoder.onnx"
+            cache[name] = (lm, path, export_audio_encoder(lm, path))
+        return cache[name]
+
+    return get
+
+
+def random_inputs(io: dict, batch: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, desc in io["inputs"].items():
+        x = rng.standard_normal((batch, *desc["shape"][1:])).astype(np.float32)
+        out[name] = x * 0.1 if name == "waveform" else x
+    return out
+
+
+def reference(lm, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    tensors = [torch.from_numpy(inputs["input_features"])]
+    if lm.family == "wavllm":
+        tensors.append(torch.from_numpy(inputs["waveform"]))
+    return lm.encode_audio(*tensors).numpy()
+
+
+def dims(value_info) -> list:
+    return [d.dim_param if d.dim_param else d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("name", AUDIO_PRESETS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_onnx_matches_encode_audio(exported, name, batch):
+    lm, path, io = exported(name)
+    inputs = random_inputs(io, batch, seed=batch)
+    want = reference(lm, inputs)
+    got = run_audio_encoder_onnx(path, **inputs)
+    assert got.shape == want.shape == (batch, io["audio_tokens"], lm.args.hidden_size)
+    assert got.dtype == np.float32
+    err = float(np.abs(got - want).max())
+    assert err <= FP32_TOL, f"{name} batch {batch}: max-abs {err:.3g}"
+    assert np.isfinite(got).all()
+    # Not a constant graph: another clip gives other embeddings.
+    other = run_audio_encoder_onnx(path, **random_inputs(io, batch, seed=100 + batch))
+    assert np.abs(other - got).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", AUDIO_PRESETS)
+def test_graph_is_valid_and_io_dict_matches(exported, name):
+    lm, path, io = exported(name)
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    assert io["file"] == "audio_encoder.onnx" == os.path.basename(path)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+
+    graph_inputs = {v.name: v for v in model.graph.input}
+    graph_outputs = {v.name: v for v in model.graph.output}
+    assert list(graph_inputs) == list(io["inputs"]) == list(EXPECTED_INPUTS[name])
+    assert list(graph_outputs) == list(io["outputs"]) == ["audio_embeds"]
+    for name_, desc in {**io["inputs"], **io["outputs"]}.items():
+        vi = graph_inputs.get(name_) or graph_outputs[name_]
+        assert desc["dtype"] == "float32"
+        assert vi.type.tensor_type.elem_type == TensorProto.FLOAT
+        assert dims(vi) == desc["shape"]
+        assert desc["shape"][0] == "batch"
+    for name_, shape in EXPECTED_INPUTS[name].items():
+        assert io["inputs"][name_]["shape"] == ["batch", *shape]
+
+    n = io["audio_tokens"]
+    assert io["outputs"]["audio_embeds"]["shape"] == ["batch", n, lm.args.hidden_size]
+    # The token count is the adapter's own for the full-length clip.
+    gen = torch.Generator().manual_seed(0)
+    assert lm._synthetic_audio(1, 0, gen).shape[1] == n
+
+    # ONNX Runtime sees the same IO.
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert {i.name: i.shape for i in sess.get_inputs()} == {k: v["shape"] for k, v in io["inputs"].items()}
+    assert [o.shape for o in sess.get_outputs()] == [io["outputs"]["audio_embeds"]["shape"]]
+
+
+def test_models_without_front_end_raise(models, tmp_path):
+    from fastadasp.models.qwen_audio import QwenAudioLM
+    from fastadasp.models.wavllm import WavLLMLM
+
+    qa, wl = models("tiny-qwen-audio"), models("tiny-wavllm")
+    no_front_end = [
+        models("tiny-llama"),
+        QwenAudioLM(qa.hf_model, None, name="qwen-audio-no-encoder"),
+        WavLLMLM(wl.hf_model, wl.decoder.lora, wl.scale_net, None, name="wavllm-no-front-end"),
+    ]
+    for lm in no_front_end:
+        with pytest.raises(ValueError, match="no audio front-end"):
+            export_audio_encoder(lm, tmp_path / f"{lm.name}.onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_export_leaves_nothing_behind(models, tmp_path, monkeypatch):
+    target = tmp_path / "audio_encoder.onnx"
+    target.write_bytes(b"previous graph")
+
+    def half_written(module, args, names, path, opset):
+        with open(path, "wb") as f:
+            f.write(b"\x08half")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(ae, "_export_dynamo", half_written)
+    monkeypatch.setattr(ae, "_export_torchscript", half_written)
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_audio_encoder(models("tiny-qwen-audio"), target)
+    assert os.listdir(tmp_path) == ["audio_encoder.onnx"]
+    assert target.read_bytes() == b"previous graph"
+
+
+def test_falls_back_when_first_exporter_fails(models, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("dynamo unavailable")
+
+    monkeypatch.setattr(ae, "_export_dynamo", broken)
+    lm = models("tiny-qwen-audio")
+    path = tmp_path / "enc.onnx"
+    io = export_audio_encoder(lm, path)
+    assert os.listdir(tmp_path) == ["enc.onnx"]
+    inputs = random_inputs(io, 2, seed=3)
+    assert np.abs(run_audio_encoder_onnx(path, **inputs) - reference(lm, inputs)).max() <= FP32_TOL
+
+
+def test_run_rejects_wrong_inputs(exported):
+    _, path, io = exported("tiny-wavllm")
+    inputs = random_inputs(io, 1, seed=0)
+    del inputs["waveform"]
+    with pytest.raises(ValueError, match="waveform"):
+        run_audio_encoder_onnx(path, **inputs)
