@@ -143,6 +143,18 @@ class DecoderGraph:
         out5 = b.op("MatMul", [b.op("Cast", [probs], to=self.onnx_dtype), b.unsqueeze(v, [2])])
         return b.reshape(out5, [0, a.num_heads, -1, a.head_dim]), probs
 
+    def column_sums(self, probs: str) -> str:
+        """Attention every key received, summed over heads and queries: probs [B,Hkv,G,Tq,Tk] -> [B, Tk].
+
+        A GEMV with a ones row: ORT's multi-axis ReduceSum over this tensor (plus slicing it first) cost
+        more than the attention itself at 1.5k tokens; the MatMul streams it once."""
+        b = self.b
+        tk = b.dim(probs, 4)
+        rows = b.op("Mul", [b.op("Mul", [b.dim(probs, 1), b.dim(probs, 2)]), b.dim(probs, 3)])
+        flat = b.op("Reshape", [probs, b.concat([b.dim(probs, 0), rows, tk], 0)])  # [B, R, Tk]
+        ones = b.op("Expand", [b.const([[1.0]], np.float32), b.concat([b.const([1]), rows], 0)])  # [1, R]
+        return b.squeeze(b.op("MatMul", [ones, flat]), [1])  # [B, 1, Tk] -> [B, Tk]
+
     def attention_output(self, i: int, out: str, lora_scale: str | None) -> str:
         flat = self.b.reshape(self.b.op("Transpose", [out], perm=[0, 2, 1, 3]), [0, 0, -1])
         return self.linear(flat, "o_proj", self.decoder.layers[i].self_attn.o_proj, i, "o", lora_scale)
@@ -206,7 +218,7 @@ def build_prefill(decoder, spec: GraphSpec) -> onnx.ModelProto:
         q_num = ratio_numerator(spec.ratios[i])
         if q_num > 0:
             end = b.op("Add", [P, n])
-            received = b.op("ReduceSum", [b.slice(probs, P, end, axis=4), b.const([1, 2, 3])], keepdims=0)  # [B, n]
+            received = b.slice(g.column_sums(probs), P, end, axis=1)  # [B, n]
             span_keys = b.reshape(b.op("Transpose", [b.slice(k, P, end, axis=2)], perm=[0, 2, 1, 3]), [0, 0, -1])
             span = b.slice(h, P, end, axis=1)
             merged, source = weighted_merge_node(b, span, span_keys, received, q_num, f"merge_{i}")
