@@ -70,7 +70,7 @@ def _ascending_positions(b: GraphBuilder, mask: str, n_f: str, positions_f: str,
 
 
 def build_weighted_merge_function(max_tokens: int) -> onnx.FunctionProto:
-    b = GraphBuilder(prefix="wm_")
+    b = GraphBuilder(prefix="wm_", name_nodes=False)
     x, keys, received = "x", "keys", "received"
     n = b.dim(x, 1)  # [1] int64
     q = _attr_ref_constant(b, "ratio_numerator")

@@ -25,7 +25,7 @@ NP_TO_ONNX = {
 class GraphBuilder:
     """Accumulates nodes; `op(...)` returns the output name(s)."""
 
-    def __init__(self, prefix: str = ""):
+    def __init__(self, prefix: str = "", name_nodes: bool = True):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -33,6 +33,8 @@ class GraphBuilder:
         self._counter = itertools.count()
         self._prefix = prefix
         self._const_cache: dict[tuple, str] = {}
+        # Function bodies leave nodes unnamed: every inlined call would repeat the names otherwise.
+        self._name_nodes = name_nodes
 
     def fresh(self, hint: str = "t") -> str:
         return f"{self._prefix}{hint}_{next(self._counter)}"
@@ -40,7 +42,8 @@ class GraphBuilder:
     def op(self, op_type: str, inputs: list[str], n_out: int = 1, *, name_hint: str | None = None, domain: str = "",
            outputs: list[str] | None = None, **attrs):
         outs = outputs or [self.fresh(name_hint or op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.fresh(f"n_{op_type}"), domain=domain, **attrs))
+        name = self.fresh(f"n_{op_type}") if self._name_nodes else None
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=name, domain=domain, **attrs))
         return outs[0] if len(outs) == 1 else outs
 
     def const(self, value, dtype=np.int64) -> str:
