@@ -222,6 +222,11 @@ def _trt_compute_capability(trt, cc: str):
     return enum.__members__[member]
 
 
+# Parser warnings that our graphs trigger by design: every inlined WeightedMerge call repeats the local
+# function's (unnamed) nodes, and token ids / cache lengths are int64 on purpose. Logged at DEBUG only.
+_EXPECTED_WARNINGS = ("will not be queryable", "has Int64 binding")
+
+
 class _Logger:
     """Factory for an ILogger subclass (built per module so it works for either flavor)."""
 
@@ -248,6 +253,8 @@ class _Logger:
                         self.errors.append(_one_line(msg, 1000))
                 # errors travel in EngineBuildError / ParseReport; log them quietly to avoid printing twice
                 level = py_levels.get(sev)
+                if level == logging.WARNING and any(p in msg for p in _EXPECTED_WARNINGS):
+                    level = logging.DEBUG
                 if level is not None and log.isEnabledFor(level):
                     log.log(level, "[%s] %s", getattr(sev, "name", sev), msg)
 

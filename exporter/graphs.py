@@ -27,7 +27,17 @@ from fastadasp.exporter.merge_op import MERGE_DOMAIN, MERGE_DOMAIN_VERSION, buil
 from fastadasp.exporter.onnx_builder import GraphBuilder, make_model
 from fastadasp.reduction.merge import ratio_numerator
 
-DTYPES = {"fp32": (np.float32, TensorProto.FLOAT, torch.float32), "fp16": (np.float16, TensorProto.FLOAT16, torch.float16)}
+def _bfloat16():
+    import ml_dtypes  # ships with onnx; numpy has no bfloat16 of its own
+
+    return ml_dtypes.bfloat16
+
+
+DTYPES = {
+    "fp32": (np.float32, TensorProto.FLOAT, torch.float32),
+    "fp16": (np.float16, TensorProto.FLOAT16, torch.float16),
+    "bf16": (_bfloat16(), TensorProto.BFLOAT16, torch.bfloat16),
+}
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
 

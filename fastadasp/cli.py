@@ -163,7 +163,8 @@ def build_export_parser() -> argparse.ArgumentParser:
     )
     _add_schedule_args(p)
     p.add_argument("--out", default=None, help="output directory (default: ./engines-<model>-<schedule>)")
-    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="graph/engine precision (bf16 runs on TensorRT; ONNX Runtime's CPU provider has no bf16 kernels)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--position-policy", choices=("reference", "first"), default="reference")
     p.add_argument("--audio-tokens-range", default="1:1500:3000", metavar="MIN:OPT:MAX",

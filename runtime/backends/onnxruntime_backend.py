@@ -51,6 +51,11 @@ class OnnxRuntimeBackend:
 
         manifest = load_manifest(directory)
         args = manifest["model"]["args"]
+        if manifest["dtype"] not in ("fp32", "fp16"):
+            raise ValueError(
+                f"{directory} holds {manifest['dtype']} graphs, which ONNX Runtime's CPU provider cannot run; "
+                "use its TensorRT engines, or re-export with --dtype fp32 or fp16"
+            )
         dtype = {"fp32": torch.float32, "fp16": torch.float16}[manifest["dtype"]]
         graphs = manifest["graphs"]
         return cls(
