@@ -129,9 +129,19 @@ class DecoderGraph:
         rotated = b.concat([b.op("Neg", [x2]), x1], 3)
         return b.op("Add", [b.op("Mul", [x, cos]), b.op("Mul", [rotated, sin])])
 
+    def reshape_dims(self, x: str, parts: list) -> str:
+        """Reshape with a shape assembled from x's own dims (int pairs (start, end)) and fixed sizes (lists).
+
+        Explicit dims instead of Reshape's 0 placeholder: TensorRT cannot rule out a zero there and warns
+        that it resolves the shape at runtime."""
+        b = self.b
+        pieces = [b.op("Shape", [x], start=p[0], end=p[1]) if isinstance(p, tuple) else b.const(p) for p in parts]
+        return b.reshape(x, b.concat(pieces, 0))
+
     def heads(self, x: str, num_heads: int) -> str:
         """[B, T, H*d] -> [B, H, T, d]"""
-        return self.b.op("Transpose", [self.b.reshape(x, [0, 0, num_heads, self.args.head_dim])], perm=[0, 2, 1, 3])
+        split = self.reshape_dims(x, [(0, 2), [num_heads, self.args.head_dim]])
+        return self.b.op("Transpose", [split], perm=[0, 2, 1, 3])
 
     def qkv(self, i: int, h: str, cos: str, sin: str, lora_scale: str | None):
         layer = self.decoder.layers[i]
@@ -146,12 +156,12 @@ class DecoderGraph:
     def attention(self, q: str, k: str, v: str, additive_mask: str) -> tuple[str, str]:
         """q [B,H,Tq,d], k/v [B,Hkv,Tk,d], mask [.., Tq, Tk] fp32 -> out [B,H,Tq,d], probs [B,Hkv,G,Tq,Tk] (fp32)."""
         b, a = self.b, self.args
-        q5 = b.reshape(q, [0, a.num_kv_heads, self.groups, -1, a.head_dim])
+        q5 = self.reshape_dims(q, [(0, 1), [a.num_kv_heads, self.groups], (2, 3), [a.head_dim]])
         k5 = b.unsqueeze(b.op("Transpose", [k], perm=[0, 1, 3, 2]), [2])
         scores = b.op("Mul", [b.op("MatMul", [q5, k5]), b.const(a.head_dim**-0.5, self.np_dtype)])
         probs = b.op("Softmax", [b.op("Add", [b.op("Cast", [scores], to=TensorProto.FLOAT), additive_mask])], axis=-1)
         out5 = b.op("MatMul", [b.op("Cast", [probs], to=self.onnx_dtype), b.unsqueeze(v, [2])])
-        return b.reshape(out5, [0, a.num_heads, -1, a.head_dim]), probs
+        return self.reshape_dims(out5, [(0, 1), [a.num_heads], (3, 4), [a.head_dim]]), probs
 
     def column_sums(self, probs: str) -> str:
         """Attention every key received, summed over heads and queries: probs [B,Hkv,G,Tq,Tk] -> [B, Tk].
@@ -166,7 +176,7 @@ class DecoderGraph:
         return b.squeeze(b.op("MatMul", [ones, flat]), [1])  # [B, 1, Tk] -> [B, Tk]
 
     def attention_output(self, i: int, out: str, lora_scale: str | None) -> str:
-        flat = self.b.reshape(self.b.op("Transpose", [out], perm=[0, 2, 1, 3]), [0, 0, -1])
+        flat = self.reshape_dims(self.b.op("Transpose", [out], perm=[0, 2, 1, 3]), [(0, 2), [self.args.num_heads * self.args.head_dim]])
         return self.linear(flat, "o_proj", self.decoder.layers[i].self_attn.o_proj, i, "o", lora_scale)
 
     def mlp(self, i: int, h: str) -> str:
@@ -229,7 +239,8 @@ def build_prefill(decoder, spec: GraphSpec) -> onnx.ModelProto:
         if q_num > 0:
             end = b.op("Add", [P, n])
             received = b.slice(g.column_sums(probs), P, end, axis=1)  # [B, n]
-            span_keys = b.reshape(b.op("Transpose", [b.slice(k, P, end, axis=2)], perm=[0, 2, 1, 3]), [0, 0, -1])
+            span_keys = g.reshape_dims(b.op("Transpose", [b.slice(k, P, end, axis=2)], perm=[0, 2, 1, 3]),
+                                       [(0, 2), [a.kv_dim]])
             span = b.slice(h, P, end, axis=1)
             merged, source = weighted_merge_node(b, span, span_keys, received, q_num, f"merge_{i}")
             h = b.concat([b.slice(h, b.const([0]), P, axis=1), merged, b.slice(h, end, b.dim(h, 1), axis=1)], 1)

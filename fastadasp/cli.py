@@ -63,6 +63,64 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    """Generate from an export directory with ONNX Runtime (audio encoder -> prefill -> decode), next to the
+    PyTorch reference with the same schedule."""
+    import time
+
+    import torch
+
+    from fastadasp.exporter.manifest import load_manifest
+    from fastadasp.models.registry import build_model
+    from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fastadasp.runtime.backends.torch_backend import TorchBackend
+    from fastadasp.runtime.generate import GenerationConfig, generate
+    from fastadasp.runtime.prompt import PromptInputs
+
+    manifest = load_manifest(args.export_dir)
+    lm = build_model(manifest["model"]["name"], args.model_path)
+    gen = torch.Generator().manual_seed(args.seed)
+    vocab = lm.args.vocab_size
+    prefix = torch.randint(0, vocab - 1, (1, 6), generator=gen)
+    suffix = torch.randint(0, vocab - 1, (1, 4), generator=gen)
+    if "audio_encoder" in manifest["graphs"]:
+        from fastadasp.exporter.audio_encoder import run_audio_encoder_onnx
+
+        features = {k: v.numpy() for k, v in lm.synthetic_audio_features(1, gen).items()}
+        path = f"{args.export_dir}/{manifest['graphs']['audio_encoder']['file']}"
+        audio = torch.from_numpy(run_audio_encoder_onnx(path, **features))
+        source = "audio_encoder.onnx on random features"
+    else:
+        audio = lm.synthetic_prompt(seed=args.seed).audio_embeds
+        source = "random audio embeddings"
+    scale = lm.prompt_lora_scale(prefix) if lm.needs_lora_scale else None
+    inputs = PromptInputs(prefix, audio, suffix, scale)
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    backend = OnnxRuntimeBackend.from_export(args.export_dir)
+    start = time.perf_counter()
+    ours = generate(backend, inputs, config)
+    onnx_seconds = time.perf_counter() - start
+    reference = generate(TorchBackend(lm.decoder, manifest["schedule"]["ratios"],
+                                      position_policy=manifest["position_policy"]), inputs, config)
+    report = {
+        "export_dir": str(args.export_dir), "model": manifest["model"]["name"], "audio_source": source,
+        "audio_tokens": inputs.audio_length, "audio_tokens_per_layer": ours.prefill.span_lengths,
+        "kv_length_per_layer": backend.cache.lengths, "onnxruntime_tokens": ours.sequences[0].tolist(),
+        "torch_reference_tokens": reference.sequences[0].tolist(),
+        "identical": ours.sequences.tolist() == reference.sequences.tolist(),
+        "onnxruntime_seconds": round(onnx_seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['model']} from {args.export_dir}: {inputs.audio_length} audio tokens ({source})")
+        print(f"audio tokens per layer: {report['audio_tokens_per_layer']}")
+        print(f"ONNX Runtime tokens:    {report['onnxruntime_tokens']}  ({onnx_seconds:.2f}s)")
+        print(f"PyTorch reference:      {report['torch_reference_tokens']}")
+        print("identical" if report["identical"] else "DIFFERENT (see DESIGN.md section 3 on near-tied merges)")
+    return 0 if report["identical"] else 1
+
+
 def cmd_select_layer(args) -> int:
     from fastadasp.models.registry import build_model
     from fastadasp.runtime.calibrate import select_sparse_layer
@@ -127,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("generate", help="generate from an export-engine directory with ONNX Runtime (vs the PyTorch reference)")
+    p.add_argument("--export-dir", required=True)
+    p.add_argument("--model-path", default=None, help="checkpoint for the reference run of a non-preset model")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_generate)
     p = sub.add_parser("select-layer", help="transfer-entropy choice of the sparse schedule's layer on a calibration set")
     p.add_argument("--model", required=True)
     p.add_argument("--model-path", default=None)
@@ -140,12 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(func, args) -> int:
+    from fastadasp.exporter.manifest import ManifestError
     from fastadasp.models.registry import UnknownModelError
     from fastadasp.reduction.schedule import ScheduleError
 
     try:
         return func(args)
-    except (CliError, UnknownModelError, ScheduleError, FileNotFoundError, ValueError) as exc:
+    except (CliError, UnknownModelError, ScheduleError, FileNotFoundError, ValueError, ManifestError) as exc:
         print(f"fastadasp: error: {exc}", file=sys.stderr)
         return 2
 

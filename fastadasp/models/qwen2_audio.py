@@ -92,9 +92,8 @@ class Qwen2AudioLM(SpeechLM):
         embeds = self.hf_model.model.multi_modal_projector(hidden)
         return embeds[:, : int(out_lengths[0])]
 
-    def _synthetic_audio(self, batch_size, audio_tokens, gen):
-        mel = torch.randn(batch_size, self.num_mel_bins, self.feature_frames, generator=gen)
-        return self.encode_audio(mel)
+    def synthetic_audio_features(self, batch_size, gen):
+        return {"input_features": torch.randn(batch_size, self.num_mel_bins, self.feature_frames, generator=gen)}
 
     def hf_input_ids(self, prefix_ids: torch.Tensor, num_audio: int, suffix_ids: torch.Tensor) -> torch.Tensor:
         """The Hugging Face prompt with `num_audio` expanded audio placeholders (for reference runs)."""

@@ -56,12 +56,9 @@ class QwenAudioLM(SpeechLM):
         return self.audio_encoder(mel)
 
 
-    def _synthetic_audio(self, batch_size, audio_tokens, gen):
-        if self.audio_encoder is None:
-            return super()._synthetic_audio(batch_size, audio_tokens, gen)
+    def synthetic_audio_features(self, batch_size, gen):
         cfg = self.audio_encoder.encoder.config
-        mel = torch.randn(batch_size, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=gen)
-        return self.encode_audio(mel)
+        return {"input_features": torch.randn(batch_size, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=gen)}
 
 
 def qwen2_config_for(num_layers: int, hidden: int, heads: int, intermediate: int, vocab: int, max_positions: int = 8192):

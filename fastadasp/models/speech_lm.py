@@ -50,7 +50,13 @@ class SpeechLM(nn.Module):
         scale = self._synthetic_lora_scale(prefix) if self.needs_lora_scale else None
         return PromptInputs(prefix, audio, suffix, scale)
 
+    def synthetic_audio_features(self, batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Random front-end inputs, named like audio_encoder.onnx's inputs, in encode_audio's argument order."""
+        raise NotImplementedError(f"model {self.name!r} has no audio front-end")
+
     def _synthetic_audio(self, batch_size: int, audio_tokens: int, gen: torch.Generator) -> torch.Tensor:
+        if self.has_audio_front_end:
+            return self.encode_audio(*self.synthetic_audio_features(batch_size, gen).values())
         # Without a front-end: embeddings at the scale of the token embedding table.
         table = self.decoder.base.embed_tokens.weight
         return torch.randn(batch_size, audio_tokens, table.shape[1], generator=gen) * float(table.detach().std())

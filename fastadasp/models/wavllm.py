@@ -108,14 +108,12 @@ class WavLLMLM(SpeechLM):
         return self.front_end(mel, waveform)
 
 
-    def _synthetic_audio(self, batch_size, audio_tokens, gen):
-        if self.front_end is None:
-            return super()._synthetic_audio(batch_size, audio_tokens, gen)
+    def synthetic_audio_features(self, batch_size, gen):
         w = self.front_end.whisper.config
         frames = 2 * w.max_source_positions
         mel = torch.randn(batch_size, w.num_mel_bins, frames, generator=gen)
         waveform = torch.randn(batch_size, frames * 160, generator=gen) * 0.1  # 10 ms mel hop at 16 kHz
-        return self.encode_audio(mel, waveform)
+        return {"input_features": mel, "waveform": waveform}
 
     def _synthetic_lora_scale(self, prompt_ids):
         return self.prompt_lora_scale(prompt_ids)
