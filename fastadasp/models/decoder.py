@@ -17,17 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastadasp.reduction.merge import ReducedSpan, attention_received, num_merged, weighted_merge_span
+from fastadasp.reduction.baselines import weighted_merge_reducer
+from fastadasp.reduction.merge import ReducedSpan, attention_received, num_merged
 from fastadasp.runtime.kv_cache import CompactedKVCache
 
 POSITION_POLICIES = ("reference", "first")
 
 # A span reducer: (x [B,n,D], keys [B,n,K], received [B,n] | None, num_remove) -> ReducedSpan.
 SpanReducer = Callable[..., ReducedSpan]
-
-
-def _weighted(x, keys, received, num_remove, **_):
-    return weighted_merge_span(x, keys, received, num_remove)
 
 
 @dataclass(frozen=True)
@@ -224,7 +221,7 @@ def prefill(
     *,
     lora_scale: torch.Tensor | None = None,
     position_policy: str = "reference",
-    reducer: SpanReducer = _weighted,
+    reducer: SpanReducer = weighted_merge_reducer,
     generator: torch.Generator | None = None,
     keep_final_audio: bool = False,
     kv_policy=None,

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from fastadasp.models.decoder import PrefillResult, SpanReducer, SpeechDecoder, _weighted, decode_one_token, prefill, prefill_lengths
+from fastadasp.models.decoder import PrefillResult, SpanReducer, SpeechDecoder, decode_one_token, prefill, prefill_lengths
+from fastadasp.reduction.baselines import weighted_merge_reducer
 from fastadasp.reduction.schedule import Schedule, span_lengths_for_ratios
 from fastadasp.runtime.kv_cache import CompactedKVCache
 from fastadasp.runtime.prompt import PromptInputs
@@ -21,7 +22,7 @@ class TorchBackend:
         ratios: Sequence[float] | Schedule | None = None,
         *,
         position_policy: str = "reference",
-        reducer: SpanReducer = _weighted,
+        reducer: SpanReducer = weighted_merge_reducer,
         generator: torch.Generator | None = None,
         kv_policy=None,
     ):
