@@ -49,37 +49,115 @@ class PromptScaleNet(nn.Module):
         return pooled.relu().clamp(max=MAX_LORA_SCALE).to(h.dtype)
 
 
-class ConvDownsampleAdapter(nn.Module):
-    """50 Hz encoder frames -> 12.5 Hz: two stride-2 convolutions then a linear map. x [B, T, C] -> [B, T/4, out]"""
+class GLUSubsampler(nn.Module):
+    """Stride-2 Conv1d + GLU per layer (two layers: 50 Hz -> 12.5 Hz). x [B, T, in] -> [B, ~T/4, out]"""
 
-    def __init__(self, in_dim: int, out_dim: int):
+    def __init__(self, in_dim: int, mid_dim: int, out_dim: int, kernel_sizes=(3, 3)):
         super().__init__()
-        self.conv1 = nn.Conv1d(in_dim, in_dim, kernel_size=3, stride=2, padding=1)
-        self.conv2 = nn.Conv1d(in_dim, in_dim, kernel_size=3, stride=2, padding=1)
-        self.proj = nn.Linear(in_dim, out_dim)
+        last = len(kernel_sizes) - 1
+        self.conv_layers = nn.ModuleList(
+            nn.Conv1d(in_dim if i == 0 else mid_dim // 2, mid_dim if i < last else 2 * out_dim, k, stride=2, padding=k // 2)
+            for i, k in enumerate(kernel_sizes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x.transpose(1, 2))))).transpose(1, 2)
-        return self.proj(y)
+        y = x.transpose(1, 2)
+        for conv in self.conv_layers:
+            y = F.glu(conv(y), dim=1)
+        return y.transpose(1, 2)
+
+
+class BottleneckAdapter(nn.Module):
+    """x + LayerNorm(up(gelu(down(x))))"""
+
+    def __init__(self, dim: int, bottleneck: int):
+        super().__init__()
+        self.down_layer = nn.Linear(dim, bottleneck)
+        self.up_layer = nn.Linear(bottleneck, dim)
+        self.layer_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_norm(self.up_layer(F.gelu(self.down_layer(x)))) + x
+
+
+class EncoderBranch(nn.Module):
+    """One encoder's path to 12.5 Hz: subsample -> adapter -> projector (the release: 1024 -> 2048)."""
+
+    def __init__(self, in_dim: int, mid_dim: int, adapter_dim: int, out_dim: int):
+        super().__init__()
+        self.subsample = GLUSubsampler(in_dim, mid_dim, adapter_dim)
+        self.adapter = BottleneckAdapter(adapter_dim, adapter_dim // 2)
+        self.projector = nn.Linear(adapter_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.adapter(self.subsample(x)))
 
 
 class WavLLMAudioFrontEnd(nn.Module):
-    """Whisper encoder (mel) and WavLM (waveform), each downsampled to 12.5 Hz, concatenated, projected to D."""
+    """The released WavLLM front-end's module tree (microsoft/SpeechT5 WavLLM, read for structure):
+    Whisper encoder on the mel -> branch; WavLM on the waveform, its hidden states (embeddings + every layer)
+    mixed by softmax(layer_weights) -> branch; the two streams concatenated and projected to the LLM width.
+    Release sizes: Whisper-large-v2 1280 -> subsample(1280, 1280, 1024); WavLM-base 768 -> subsample(768,
+    512, 1024); adapters 1024/512; projectors 1024 -> 2048; projection 4096 -> 4096."""
 
-    def __init__(self, whisper_encoder: nn.Module, wavlm: nn.Module, adapter_dim: int, hidden_size: int):
+    def __init__(self, whisper_encoder: nn.Module, wavlm: nn.Module, adapter_dim: int, branch_dim: int,
+                 hidden_size: int, wavlm_mid_dim: int | None = None):
         super().__init__()
         self.whisper = whisper_encoder
         self.wavlm = wavlm
-        self.whisper_adapter = ConvDownsampleAdapter(whisper_encoder.config.d_model, adapter_dim)
-        self.wavlm_adapter = ConvDownsampleAdapter(wavlm.config.hidden_size, adapter_dim)
-        self.projection = nn.Linear(2 * adapter_dim, hidden_size)
+        d_whisper, d_wavlm = whisper_encoder.config.d_model, wavlm.config.hidden_size
+        self.whisper_branch = EncoderBranch(d_whisper, d_whisper, adapter_dim, branch_dim)
+        self.wavlm_branch = EncoderBranch(d_wavlm, wavlm_mid_dim or d_wavlm, adapter_dim, branch_dim)
+        self.wavlm_layer_weights = nn.Parameter(torch.ones(wavlm.config.num_hidden_layers + 1))
+        self.projection = nn.Linear(2 * branch_dim, hidden_size)
 
     def forward(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
         """mel [B, mel_bins, frames], waveform [B, samples] (16 kHz) -> [B, N, D]"""
-        a = self.whisper_adapter(self.whisper(mel).last_hidden_state)
-        b = self.wavlm_adapter(self.wavlm(waveform).last_hidden_state)
+        a = self.whisper_branch(self.whisper(mel).last_hidden_state)
+        layers = self.wavlm(waveform, output_hidden_states=True).hidden_states  # L + 1 x [B, T, C]
+        weights = torch.softmax(self.wavlm_layer_weights, dim=0)
+        mixed = sum(w * h for w, h in zip(weights, layers))
+        b = self.wavlm_branch(mixed)
         n = min(a.shape[1], b.shape[1])  # the two encoders' frame counts differ by one at clip edges
+        # Stream order whisper-then-WavLM is our reading of the release (not checked against its weights).
         return self.projection(torch.cat([a[:, :n], b[:, :n]], dim=-1))
+
+
+# Released key prefix -> our module path (convert.py's "audio" group keeps the released names).
+FRONT_END_KEY_MAP = (
+    ("audio_encoder.model.", "whisper."),
+    ("audio_encoder.", "whisper_branch."),
+    ("wavlm_encoder.model.", "wavlm."),
+    ("wavlm_encoder.output_weights", "wavlm_layer_weights"),
+    ("wavlm_encoder.", "wavlm_branch."),
+    ("wavlm_audio_proj.", "projection."),
+)
+
+
+def front_end_state_dict(audio_group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Released front-end keys -> WavLLMAudioFrontEnd keys (audio_proj, built but unused by the release, is dropped)."""
+    out = {}
+    for key, tensor in audio_group.items():
+        if key.startswith("audio_proj."):
+            continue
+        for released, ours in FRONT_END_KEY_MAP:
+            if key.startswith(released):
+                out[ours + key[len(released):]] = tensor
+                break
+        else:
+            raise ValueError(f"unexpected WavLLM front-end key {key!r}")
+    return out
+
+
+def released_front_end_state_dict(front_end: WavLLMAudioFrontEnd) -> dict[str, torch.Tensor]:
+    """The inverse of front_end_state_dict (to write checkpoints in the released layout, and for tests)."""
+    out = {}
+    for key, tensor in front_end.state_dict().items():
+        for released, ours in FRONT_END_KEY_MAP:
+            if key.startswith(ours):
+                out[released + key[len(ours):]] = tensor
+                break
+    return out
 
 
 class WavLLMLM(SpeechLM):
@@ -165,14 +243,16 @@ def tiny_front_end(hidden_size: int) -> WavLLMAudioFrontEnd:
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     whisper = WhisperEncoder(WhisperConfig(
-        num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+        num_mel_bins=16, d_model=40, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
         max_source_positions=100,
     ))
     wavlm = WavLMModel(WavLMConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
+        hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, num_buckets=32, max_bucket_distance=100,
     ))
-    return WavLLMAudioFrontEnd(whisper.eval(), wavlm.eval(), adapter_dim=32, hidden_size=hidden_size).eval()
+    front_end = WavLLMAudioFrontEnd(whisper.eval(), wavlm.eval(), adapter_dim=32, branch_dim=48,
+                                    hidden_size=hidden_size, wavlm_mid_dim=16)
+    return front_end.eval()
 
 
 TINY_LORA_RANK = 4
@@ -213,6 +293,21 @@ def load(path: str) -> WavLLMLM:
         rms_norm_eps=1e-6,  # the release's LLaMA never overrides Meta's default norm_eps
     )
     inner = groups["prompt_scale"]["fc1.weight"].shape[0]
-    # The front-end weights stay in groups["audio"]; mapping them onto Whisper/WavLM modules needs the
-    # released checkpoint to check against, which is not available offline.
-    return assemble(groups, cfg, shape.lora_rank, inner, None, "wavllm")
+    front_end = released_front_end(groups["audio"], shape.hidden_size) if groups["audio"] else None
+    return assemble(groups, cfg, shape.lora_rank, inner, front_end, "wavllm")
+
+
+def released_front_end(audio_group: dict[str, torch.Tensor], hidden_size: int) -> WavLLMAudioFrontEnd:
+    """Whisper-large-v2 + WavLM-base front-end at the release's sizes, loaded strictly from the checkpoint."""
+    from transformers import WavLMConfig, WavLMModel, WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    whisper = WhisperEncoder(WhisperConfig(
+        num_mel_bins=80, d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+        max_source_positions=1500,
+    ))
+    wavlm = WavLMModel(WavLMConfig())  # transformers' defaults are the base size (768, 12 layers)
+    front_end = WavLLMAudioFrontEnd(whisper, wavlm, adapter_dim=1024, branch_dim=2048, hidden_size=hidden_size,
+                                    wavlm_mid_dim=512)
+    front_end.load_state_dict(front_end_state_dict(audio_group), strict=True)
+    return front_end.eval()
