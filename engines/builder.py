@@ -224,8 +224,9 @@ def _trt_compute_capability(trt, cc: str):
 
 # Warnings our graphs trigger by design, logged at DEBUG only: every inlined WeightedMerge call repeats the
 # local function's (unnamed) nodes; token ids / cache lengths are int64 on purpose; after a merge the
-# sequence length is computed (n - m) so TensorRT cannot prove a reshape dim non-zero, though the length
-# rule keeps every span >= 1 token (allowzero=1 would silence it but slowed ONNX Runtime ~40x).
+# sequence length is computed (n - m), so TensorRT cannot prove a reshape dim is not a 0-placeholder, though
+# the length rule keeps every span >= 1 token (allowzero=1 would silence it but breaks the build: see
+# exporter/onnx_builder.py).
 _EXPECTED_WARNINGS = ("will not be queryable", "has Int64 binding", "might or might not be zero")
 
 

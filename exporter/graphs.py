@@ -171,7 +171,7 @@ class DecoderGraph:
         b = self.b
         tk = b.dim(probs, 4)
         rows = b.op("Mul", [b.op("Mul", [b.dim(probs, 1), b.dim(probs, 2)]), b.dim(probs, 3)])
-        flat = b.op("Reshape", [probs, b.concat([b.dim(probs, 0), rows, tk], 0)])  # [B, R, Tk]
+        flat = b.reshape(probs, b.concat([b.dim(probs, 0), rows, tk], 0))  # [B, R, Tk]
         ones = b.op("Expand", [b.const([[1.0]], np.float32), b.concat([b.const([1]), rows], 0)])  # [1, R]
         return b.squeeze(b.op("MatMul", [ones, flat]), [1])  # [B, 1, Tk] -> [B, Tk]
 

@@ -82,8 +82,9 @@ class GraphBuilder:
         return self.op("Squeeze", [x, self.const(axes)])
 
     def reshape(self, x: str, shape: str | list[int]) -> str:
-        # Not allowzero=1, though TensorRT warns that runtime-computed dims "might be" 0-placeholders: with it,
-        # ONNX Runtime 1.32 ran our decode graph ~40x slower (measured on the tiny presets).
+        # Default allowzero=0. TensorRT warns that runtime-computed dims (the length after a merge) "might be"
+        # 0-placeholders, but allowzero=1 made TensorRT-RTX 1.7 fail the prefill build asking for 68 GB (it could
+        # no longer bound those dims). Our shapes never contain 0, so both mean the same here.
         return self.op("Reshape", [x, shape if isinstance(shape, str) else self.const(shape)])
 
     def concat(self, parts: list[str], axis: int) -> str:
