@@ -388,25 +388,10 @@ def find_gguf() -> str:
 
 
 def _load_gguf_direct(path: str):
-    """The same model transformers' GGUF path builds, without its `accelerate` requirement: config and
-    dequantised tensors from transformers' own GGUF reader, loaded into a LlamaForCausalLM."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    """transformers' GGUF reader without `accelerate` (now the GGUF path of fastadasp.models.llama.load)."""
+    from fastadasp.models.llama import DecoderOnlyLM, load_gguf
 
-    from fastadasp.models.llama import DecoderOnlyLM
-
-    directory, name = os.path.split(os.path.abspath(path))
-    config = AutoConfig.from_pretrained(directory, gguf_file=name, local_files_only=True)
-    model = AutoModelForCausalLM.from_config(config)
-    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    allowed_missing = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
-    if set(missing) - allowed_missing or unexpected:
-        raise RuntimeError(f"GGUF tensors do not fit the model: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    if model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr() and allowed_missing:
-        raise RuntimeError("lm_head is not tied to embed_tokens after loading the GGUF")
-    return DecoderOnlyLM(model.eval(), name="llama")
+    return DecoderOnlyLM(load_gguf(path).eval(), name="llama")
 
 
 def load_model(path: str) -> tuple[object, dict]:

@@ -42,11 +42,29 @@ def load(path: str, family: str = "llama") -> DecoderOnlyLM:
     from transformers import AutoModelForCausalLM
 
     if str(path).endswith(".gguf"):
-        import os
-
-        model = AutoModelForCausalLM.from_pretrained(
-            os.path.dirname(os.path.abspath(path)), gguf_file=os.path.basename(path), local_files_only=True
-        )
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+        return DecoderOnlyLM(load_gguf(path).eval(), name=family)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     return DecoderOnlyLM(model.eval(), name=family)
+
+
+def load_gguf(path: str):
+    """A GGUF file (quantised weights are dequantised) as a transformers causal LM, without the `accelerate`
+    package that `from_pretrained(gguf_file=...)` insists on: config and tensors from transformers' own GGUF
+    reader, loaded strictly (a tied lm_head is the only key allowed to be absent)."""
+    import os
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    directory, name = os.path.split(os.path.abspath(path))
+    config = AutoConfig.from_pretrained(directory, gguf_file=name, local_files_only=True)
+    model = AutoModelForCausalLM.from_config(config)
+    tensors = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    allowed_missing = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - allowed_missing or unexpected:
+        raise ValueError(f"{path}: GGUF tensors do not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    return model
