@@ -118,6 +118,7 @@ def test_outputs_render(ev, tiny_report, tmp_path):
                   passages=[{"name": "p0", "source": "synthetic", "text_tokens": 60}])
     md = ev.markdown(report)
     assert "| decay@L2 -20% | weighted |" in md and "fastv" in md
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (installed by the dev extra)")
     assert ev.plot(report, tmp_path / "kl.png") and (tmp_path / "kl.png").stat().st_size > 0
 
 
