@@ -154,6 +154,9 @@ def cmd_run(args) -> int:
     from fastadasp.runtime.demo import run_comparison
 
     torch.manual_seed(args.seed)
+    if args.flops_target is None and args.ratio is None:
+        # Short demo prompts cannot always reach a FLOPs target (text dominates); a ratio always applies.
+        args.ratio = 0.3
     lm = build_model(args.model, args.model_path, seed=args.seed)
     report = run_comparison(lm, args, lambda n, text: _plan(args, lm.args, n, text))
     if args.json:
