@@ -35,7 +35,11 @@ class SpeechLM(nn.Module):
         return self.decoder.args
 
     def encode_audio(self, *args, **kwargs) -> torch.Tensor:
-        raise NotImplementedError(f"model {self.name!r} has no audio front-end; pass audio embeddings directly")
+        raise ValueError(f"model {self.name!r} has no audio front-end; pass audio embeddings directly")
+
+    def prompt_lora_scale(self, prompt_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The per-request LoRA scale [B, D] (WavLLM); other families have no prompt-aware LoRA."""
+        raise ValueError(f"model {self.name!r} has no prompt-aware LoRA, so it takes no lora_scale")
 
     def synthetic_prompt(self, batch_size: int = 1, seed: int = 0, audio_tokens: int = 48,
                          prefix_tokens: int = 6, suffix_tokens: int = 4):
@@ -47,12 +51,12 @@ class SpeechLM(nn.Module):
         prefix = torch.randint(0, vocab - 1, (batch_size, prefix_tokens), generator=gen)
         suffix = torch.randint(0, vocab - 1, (batch_size, suffix_tokens), generator=gen)
         audio = self._synthetic_audio(batch_size, audio_tokens, gen)
-        scale = self._synthetic_lora_scale(prefix) if self.needs_lora_scale else None
+        scale = self.prompt_lora_scale(prefix) if self.needs_lora_scale else None
         return PromptInputs(prefix, audio, suffix, scale)
 
     def synthetic_audio_features(self, batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Random front-end inputs, named like audio_encoder.onnx's inputs, in encode_audio's argument order."""
-        raise NotImplementedError(f"model {self.name!r} has no audio front-end")
+        raise ValueError(f"model {self.name!r} has no audio front-end, so it has no audio features to draw")
 
     def _synthetic_audio(self, batch_size: int, audio_tokens: int, gen: torch.Generator) -> torch.Tensor:
         if self.has_audio_front_end:
@@ -60,9 +64,6 @@ class SpeechLM(nn.Module):
         # Without a front-end: embeddings at the scale of the token embedding table.
         table = self.decoder.base.embed_tokens.weight
         return torch.randn(batch_size, audio_tokens, table.shape[1], generator=gen) * float(table.detach().std())
-
-    def _synthetic_lora_scale(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def to_dtype(self, dtype: torch.dtype) -> "SpeechLM":
         self.to(dtype)

@@ -193,9 +193,6 @@ class WavLLMLM(SpeechLM):
         waveform = torch.randn(batch_size, frames * 160, generator=gen) * 0.1  # 10 ms mel hop at 16 kHz
         return {"input_features": mel, "waveform": waveform}
 
-    def _synthetic_lora_scale(self, prompt_ids):
-        return self.prompt_lora_scale(prompt_ids)
-
 
 def _lora_dims(args: DecoderArgs) -> tuple[dict[str, int], dict[str, int]]:
     q_out, kv_out = args.num_heads * args.head_dim, args.kv_dim

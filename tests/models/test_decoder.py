@@ -106,3 +106,11 @@ def test_bad_inputs_raise_clear_errors(tiny):
         TorchBackend(lm.decoder, position_policy="middle").prefill(inputs, 1)
     with pytest.raises(ValueError, match="ratios"):
         TorchBackend(lm.decoder, [0.1, 0.2]).prefill(inputs, 1)
+
+
+def test_missing_front_end_and_lora_are_clear_errors(tiny):
+    lm = tiny("tiny-llama")
+    with pytest.raises(ValueError, match="no audio front-end"):
+        lm.synthetic_audio_features(1, torch.Generator())
+    with pytest.raises(ValueError, match="no prompt-aware LoRA"):
+        lm.prompt_lora_scale(torch.zeros(1, 3, dtype=torch.long))
