@@ -194,6 +194,16 @@ class EngineCache:
     def path_for_key(self, key: str) -> Path:
         return self.root / f"{key}.engine"
 
+    def has(self, key: str) -> bool:
+        """Whether a complete engine is cached under `key` (get_or_build would not build)."""
+        path = self.path_for_key(key)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return False
+        entry = self.entries().get(key)
+        return size > 0 and (entry is None or entry.get("bytes") in (None, size))
+
     # ---------------------------------------------------------------- index
     @property
     def index_path(self) -> Path:

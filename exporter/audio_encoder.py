@@ -34,15 +34,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastadasp.core.manifest import TensorSpec
+from fastadasp.exporter.onnx_builder import EXTERNAL_DATA_THRESHOLD
+
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "audio_embeds"
 BATCH = "batch"
-# Above this many bytes of weights the graph is written with its weights in one `<file>.data` beside it
-# (protobuf cannot hold more than 2 GiB), e.g. the Whisper-large encoder of the released 7B models in fp32.
-_EXTERNAL_DATA_BYTES = 1_800_000_000
-
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+@dataclass(frozen=True)
+class AudioEncoderGraph:
+    """What export_audio_encoder wrote: the .onnx, its external-data file (None when inline), IO specs."""
+
+    file: str
+    external_data: str | None
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    audio_tokens: int
 
 
 class _Qwen2AudioFrontEnd(nn.Module):
@@ -206,7 +216,7 @@ def _set_shape(value_info, shape: list) -> None:
             dim.dim_value = int(d)
 
 
-def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype: torch.dtype = torch.float32) -> dict:
+def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype: torch.dtype = torch.float32) -> AudioEncoderGraph:
     """Write the audio front-end of `lm` to `path` as ONNX (batch dimension dynamic) and return its IO
     description for the manifest. Raises ValueError for models without a front-end."""
     import onnx
@@ -224,17 +234,13 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
         reference = module(*args)
     audio_tokens, width = int(reference.shape[1]), int(reference.shape[2])
     dtype_name = _DTYPE_NAMES[dtype]
-    io = {
-        "file": os.path.basename(os.fspath(path)),
-        "inputs": {n: {"shape": [BATCH, *shape], "dtype": dtype_name} for n, shape in spec.inputs.items()},
-        "outputs": {OUTPUT_NAME: {"shape": [BATCH, audio_tokens, width], "dtype": dtype_name}},
-        "audio_tokens": audio_tokens,
-    }
+    inputs = {n: TensorSpec(dtype_name, [BATCH, *shape]) for n, shape in spec.inputs.items()}
+    outputs = {OUTPUT_NAME: TensorSpec(dtype_name, [BATCH, audio_tokens, width])}
 
     final = os.path.abspath(os.fspath(path))
     directory, base = os.path.split(final)
     os.makedirs(directory, exist_ok=True)
-    external = _weight_bytes(module) > _EXTERNAL_DATA_BYTES
+    external = _weight_bytes(module) > EXTERNAL_DATA_THRESHOLD
     # Everything is written under a private folder beside the target and moved into place at the end (the
     # .onnx last), so an error leaves neither a half-written graph nor a stray weights file behind.
     staging = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
@@ -267,23 +273,23 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
         graph_outputs = {v.name: v for v in model.graph.output}
         if set(graph_inputs) != set(names) or set(graph_outputs) != {OUTPUT_NAME}:
             raise RuntimeError(f"exported graph has inputs {list(graph_inputs)} and outputs {list(graph_outputs)}")
-        for n, desc in io["inputs"].items():
-            _set_shape(graph_inputs[n], desc["shape"])
-        _set_shape(graph_outputs[OUTPUT_NAME], io["outputs"][OUTPUT_NAME]["shape"])
+        for n, desc in inputs.items():
+            _set_shape(graph_inputs[n], desc.shape)
+        _set_shape(graph_outputs[OUTPUT_NAME], outputs[OUTPUT_NAME].shape)
         model.producer_name = "fastadasp"
 
         staged = os.path.join(staging, base)
-        if external:
-            io["external_data"] = f"{base}.data"
+        external_data = f"{base}.data" if external else None
+        if external_data:
             onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=io["external_data"], size_threshold=1024)
-            os.replace(os.path.join(staging, io["external_data"]), os.path.join(directory, io["external_data"]))
+                            location=external_data, size_threshold=1024)
+            os.replace(os.path.join(staging, external_data), os.path.join(directory, external_data))
         else:
             onnx.save_model(model, staged)
         os.replace(staged, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return io
+    return AudioEncoderGraph(base, external_data, inputs, outputs, audio_tokens)
 
 
 def run_audio_encoder_onnx(path: str | os.PathLike, **inputs_numpy) -> np.ndarray:

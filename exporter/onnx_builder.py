@@ -22,6 +22,10 @@ NP_TO_ONNX = {
 }
 
 
+# Above this many bytes of weights a graph keeps them in one `<file>.data` beside it (protobuf refuses
+# messages over 2 GiB; the margin leaves room for the graph itself).
+EXTERNAL_DATA_THRESHOLD = 1 << 30
+
 class GraphBuilder:
     """Accumulates nodes; `op(...)` returns the output name(s)."""
 

@@ -1,3 +1,3 @@
 """fastadasp: FastAdaSP audio-token merging for speech-language models, exported to ONNX / TensorRT."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

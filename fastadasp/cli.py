@@ -32,7 +32,7 @@ def _add_schedule_args(p: argparse.ArgumentParser) -> None:
 def _plan(args, decoder_args, audio_tokens: int, text_tokens: int | None = None):
     from fastadasp.reduction.schedule import evaluate_schedule, make_schedule, plan_for_flops_target
 
-    shape = decoder_args.flops_shape()
+    shape = decoder_args
     text = text_tokens if text_tokens is not None else (args.text_tokens if args.text_tokens is not None else 64)
     start = args.start_layer if args.start_layer is not None else DEFAULT_START_LAYER[args.schedule]
     if start >= decoder_args.num_layers:
@@ -70,24 +70,24 @@ def cmd_generate(args) -> int:
 
     import torch
 
-    from fastadasp.exporter.manifest import load_manifest
+    from fastadasp.core.manifest import Manifest
     from fastadasp.models.registry import build_model
     from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from fastadasp.runtime.backends.torch_backend import TorchBackend
     from fastadasp.runtime.generate import GenerationConfig, generate
-    from fastadasp.runtime.prompt import PromptInputs
+    from fastadasp.core.prompt import PromptInputs
 
-    manifest = load_manifest(args.export_dir)
-    lm = build_model(manifest["model"]["name"], args.model_path)
+    manifest = Manifest.load(args.export_dir)
+    lm = build_model(manifest.model.name, args.model_path)
     gen = torch.Generator().manual_seed(args.seed)
     vocab = lm.args.vocab_size
     prefix = torch.randint(0, vocab - 1, (1, 6), generator=gen)
     suffix = torch.randint(0, vocab - 1, (1, 4), generator=gen)
-    if "audio_encoder" in manifest["graphs"]:
+    if "audio_encoder" in manifest.graphs:
         from fastadasp.exporter.audio_encoder import run_audio_encoder_onnx
 
         features = {k: v.numpy() for k, v in lm.synthetic_audio_features(1, gen).items()}
-        path = f"{args.export_dir}/{manifest['graphs']['audio_encoder']['file']}"
+        path = f"{args.export_dir}/{manifest.graphs['audio_encoder'].file}"
         audio = torch.from_numpy(run_audio_encoder_onnx(path, **features))
         source = "audio_encoder.onnx on random features"
     else:
@@ -100,10 +100,10 @@ def cmd_generate(args) -> int:
     start = time.perf_counter()
     ours = generate(backend, inputs, config)
     onnx_seconds = time.perf_counter() - start
-    reference = generate(TorchBackend(lm.decoder, manifest["schedule"]["ratios"],
-                                      position_policy=manifest["position_policy"]), inputs, config)
+    reference = generate(TorchBackend(lm.decoder, manifest.ratios, position_policy=manifest.position_policy),
+                         inputs, config)
     report = {
-        "export_dir": str(args.export_dir), "model": manifest["model"]["name"], "audio_source": source,
+        "export_dir": str(args.export_dir), "model": manifest.model.name, "audio_source": source,
         "audio_tokens": inputs.audio_length, "audio_tokens_per_layer": ours.prefill.span_lengths,
         "kv_length_per_layer": backend.cache.lengths, "onnxruntime_tokens": ours.sequences[0].tolist(),
         "torch_reference_tokens": reference.sequences[0].tolist(),
@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(func, args) -> int:
-    from fastadasp.exporter.manifest import ManifestError
+    from fastadasp.core.manifest import ManifestError
     from fastadasp.models.registry import UnknownModelError
     from fastadasp.reduction.schedule import ScheduleError
 
@@ -248,27 +248,29 @@ def build_export_parser() -> argparse.ArgumentParser:
 
 
 def cmd_export(args) -> int:
-    from fastadasp.exporter.export import AudioTokenRange, export_model
+    from fastadasp.core.manifest import AudioTokenRange
+    from fastadasp.exporter.export import ExportConfig, export_model
     from fastadasp.models.registry import build_model
 
     try:
         token_range = AudioTokenRange.parse(args.audio_tokens_range)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(f"--audio-tokens-range {exc}") from None
     lm = build_model(args.model, args.model_path)
     plan = _plan(args, lm.args, token_range.opt)
     out = args.out or f"engines-{args.model}-{args.schedule}"
     print(f"[plan] {plan.schedule.kind} from layer {plan.schedule.start_layer}: decoder prefill FLOPs cut "
           f"{plan.flops_reduction:.1%} at {token_range.opt} audio tokens; audio tokens per layer "
           f"{plan.tokens_per_layer}")
-    manifest = export_model(lm, plan.schedule, out, dtype=args.dtype, opset=args.opset,
-                            position_policy=args.position_policy, audio_tokens=token_range, plan=plan)
+    manifest = export_model(lm, plan.schedule, out, ExportConfig(args.dtype, args.opset, args.position_policy, token_range),
+                            plan=plan)
     if args.skip_engines:
         print("[engines] skipped (--skip-engines); ONNX graphs and manifest are in " + out)
         return 0
-    from fastadasp.engines.pipeline import build_engines_for_export
+    from fastadasp.engines.pipeline import EngineBuildConfig, build_engines_for_export
 
-    build_engines_for_export(out, manifest, args)
+    build_engines_for_export(out, manifest, EngineBuildConfig(args.max_batch, args.max_text_tokens, args.max_new_tokens,
+                                                              args.compute_capability))
     return 0
 
 

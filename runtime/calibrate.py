@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from fastadasp.models.decoder import prefill, prefill_lengths
+from fastadasp.runtime.reference import prefill, prefill_lengths
 from fastadasp.reduction.entropy import TransferEntropyResult, select_layer_by_transfer_entropy
 from fastadasp.reduction.schedule import make_schedule, span_lengths_for_ratios
 from fastadasp.runtime.kv_cache import CompactedKVCache
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.core.prompt import PromptInputs
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ def run_comparison(lm, args, plan_for_audio_tokens) -> dict:
 def _reduced_backend(lm, plan, args, inputs) -> TorchBackend:
     method = getattr(args, "method", "weighted")
     if method == "h2o":  # decode-time eviction instead of prefill merging
-        from fastadasp.runtime.h2o import H2OPolicy
+        from fastadasp.reduction.h2o import H2OPolicy
 
         budget = args.kv_budget or max(2, inputs.total_length // 2)
         recent = args.recent_window if args.recent_window is not None else budget // 4

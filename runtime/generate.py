@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.core.prompt import PromptInputs
 
 _NEG = -1.0e9  # the "impossible" score HF uses for masked beams
 

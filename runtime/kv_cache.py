@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from fastadasp.core.errors import UserError
 
-class CacheCapacityError(RuntimeError):
-    """A write past a layer's preallocated capacity."""
+
+class CacheCapacityError(UserError, RuntimeError):
+    """A write past a layer's preallocated capacity; the message names the setting to raise."""
 
 
 @dataclass
@@ -74,12 +76,33 @@ class CompactedKVCache:
         layer.value[:, :, :length] = value
         layer.length = length
 
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].key.device
+
+    def check_room(self, steps: int = 1) -> None:
+        """Raise CacheCapacityError unless every layer can take `steps` more entries."""
+        for i, layer in enumerate(self.layers):
+            if layer.length + steps > layer.capacity:
+                raise CacheCapacityError(
+                    f"layer {i}'s KV cache is full ({layer.length} of {layer.capacity} entries): the cache was sized "
+                    f"for fewer new tokens; raise max_new_tokens (--max-new-tokens) when starting the request"
+                )
+
+    def advance(self, steps: int = 1) -> None:
+        """Count `steps` entries that a backend wrote in place at every layer's current length (e.g. an
+        ONNX Runtime / TensorRT decode step bound to these buffers)."""
+        self.check_room(steps)
+        for layer in self.layers:
+            layer.length += steps
+
     def append(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write one step's key/value [B, Hkv, 1, d] in place; return views of the valid prefix."""
         layer = self.layers[layer_idx]
         if layer.length + key.shape[2] > layer.capacity:
             raise CacheCapacityError(
-                f"layer {layer_idx}: decode step would exceed capacity {layer.capacity}; raise max_new_tokens"
+                f"layer {layer_idx}'s KV cache is full ({layer.length} of {layer.capacity} entries): the cache was "
+                "sized for fewer new tokens; raise max_new_tokens (--max-new-tokens) when starting the request"
             )
         end = layer.length + key.shape[2]
         layer.key[:, :, layer.length : end] = key
@@ -106,10 +129,9 @@ class CompactedKVCache:
             layer.value = layer.value.index_select(0, batch_index)
         self.batch_size = int(batch_index.shape[0])
 
-    def repeat_interleave(self, repeats: int) -> None:
-        """Expand every sample into `repeats` consecutive rows (prefill once, then beam search)."""
-        index = torch.arange(self.batch_size, device=self.layers[0].key.device).repeat_interleave(repeats)
-        self.reorder(index)
+    def expansion_index(self, repeats: int) -> torch.Tensor:
+        """The reorder index that turns every row into `repeats` consecutive copies (prefill once, then beams)."""
+        return torch.arange(self.batch_size, device=self.device).repeat_interleave(repeats)
 
     def valid_nbytes(self) -> int:
         """Bytes held by valid entries (keys + values), the quantity decode has to read per step."""

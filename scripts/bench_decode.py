@@ -38,22 +38,23 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from fastadasp.exporter.export import AudioTokenRange, export_model
+    from fastadasp.core.manifest import AudioTokenRange
+    from fastadasp.exporter.export import ExportConfig, export_model
     from fastadasp.reduction.schedule import make_schedule, plan_for_flops_target
     from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from fastadasp.runtime.generate import GenerationConfig, generate
-    from fastadasp.runtime.prompt import PromptInputs
+    from fastadasp.core.prompt import PromptInputs
 
     lm = smollm2_like()
     a = lm.args
-    plan = plan_for_flops_target(a.flops_shape(), args.schedule, args.start_layer, args.flops_target,
+    plan = plan_for_flops_target(a, args.schedule, args.start_layer, args.flops_target,
                                  args.audio_tokens, args.text_tokens)
     work = Path(tempfile.mkdtemp(prefix="fastadasp-decode-"))
     token_range = AudioTokenRange(1, args.audio_tokens, args.audio_tokens)
     backends = {}
     for label, schedule in (("full", make_schedule("constant", a.num_layers, 0, 0.0)), ("reduced", plan.schedule)):
         print(f"[bench] exporting {label} graphs...")
-        export_model(lm, schedule, work / label, audio_tokens=token_range, include_audio_encoder=False,
+        export_model(lm, schedule, work / label, ExportConfig(audio_tokens=token_range, include_audio_encoder=False),
                      progress=lambda _: None)
         backends[label] = OnnxRuntimeBackend.from_export(work / label, threads=args.threads)
 

@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
     from fastadasp.reduction.schedule import plan_for_flops_target
 
     lm = smollm2_like()
-    plan = plan_for_flops_target(lm.args.flops_shape(), args.schedule, args.start_layer, args.flops_target,
+    plan = plan_for_flops_target(lm.args, args.schedule, args.start_layer, args.flops_target,
                                  args.audio_tokens, args.text_tokens)
     print(f"[bench] plan: {plan.schedule.kind} from layer {args.start_layer}, FLOPs cut {plan.flops_reduction:.1%}; "
           f"audio tokens per layer {plan.tokens_per_layer[0]} -> {plan.tokens_per_layer[-1]}")

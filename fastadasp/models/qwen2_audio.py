@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from fastadasp.models.decoder import DecoderArgs, SpeechDecoder
+from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
 # Qwen2-Audio-7B's decoder (its released config), for planning without a checkpoint.

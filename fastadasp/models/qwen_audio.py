@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fastadasp.models.decoder import DecoderArgs, SpeechDecoder
+from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
 QWEN_AUDIO_7B = DecoderArgs(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastadasp.models.decoder import DecoderArgs
+from fastadasp.core.shapes import DecoderArgs
 
 
 class UnknownModelError(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fastadasp.core.prompt import PromptInputs, synthetic_token_ids
 from fastadasp.models.decoder import SpeechDecoder
 
 
@@ -44,12 +45,10 @@ class SpeechLM(nn.Module):
     def synthetic_prompt(self, batch_size: int = 1, seed: int = 0, audio_tokens: int = 48,
                          prefix_tokens: int = 6, suffix_tokens: int = 4):
         """A reproducible random request (token ids + audio), for demos and tests; no files needed."""
-        from fastadasp.runtime.prompt import PromptInputs
-
         gen = torch.Generator().manual_seed(seed)
         vocab = self.args.vocab_size
-        prefix = torch.randint(0, vocab - 1, (batch_size, prefix_tokens), generator=gen)
-        suffix = torch.randint(0, vocab - 1, (batch_size, suffix_tokens), generator=gen)
+        prefix = synthetic_token_ids(vocab, batch_size, prefix_tokens, gen)
+        suffix = synthetic_token_ids(vocab, batch_size, suffix_tokens, gen)
         audio = self._synthetic_audio(batch_size, audio_tokens, gen)
         scale = self.prompt_lora_scale(prefix) if self.needs_lora_scale else None
         return PromptInputs(prefix, audio, suffix, scale)

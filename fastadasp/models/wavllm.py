@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastadasp.models.decoder import DecoderArgs, PromptLoRA, SpeechDecoder, hidden_states
+from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.decoder import PromptLoRA, SpeechDecoder, hidden_states
+from fastadasp.models.llama import LLAMA2_7B
 from fastadasp.models.speech_lm import SpeechLM
 
-WAVLLM_7B = DecoderArgs(
-    vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, head_dim=128,
-    intermediate_size=11008, max_position_embeddings=4096,
-)
+# WavLLM's decoder is LLaMA-2-7B unchanged.
+WAVLLM_7B = LLAMA2_7B
 # Longest scale the prompt network may emit (WavLLM clamps it).
 MAX_LORA_SCALE = 3.0
 

@@ -12,7 +12,6 @@ from fastadasp.reduction.merge import (
 )
 from fastadasp.reduction.baselines import SPAN_REDUCERS
 from fastadasp.reduction.schedule import (
-    DecoderFlopsShape,
     Plan,
     Schedule,
     make_schedule,
@@ -21,7 +20,6 @@ from fastadasp.reduction.schedule import (
 )
 
 __all__ = [
-    "DecoderFlopsShape",
     "Plan",
     "ReducedSpan",
     "SPAN_REDUCERS",

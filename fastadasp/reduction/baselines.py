@@ -13,8 +13,7 @@ same for the whole batch (the KV cache stays rectangular); each sample picks its
 draw random numbers use only `generator` (the global RNG when it is None), so a seeded generator reproduces
 a run. Sums and similarities are accumulated in fp32; tokens come back in x's dtype.
 
-H2O is a decode-time KV-cache eviction rather than a span reducer; its two pure functions live here too
-(h2o_keep_mask, h2o_compact) and runtime/h2o.py drives them.
+H2O is a decode-time KV-cache eviction rather than a span reducer: it lives in reduction/h2o.py.
 """
 
 from __future__ import annotations
@@ -83,7 +82,7 @@ def _keep_tokens(x: torch.Tensor, keep: torch.Tensor) -> ReducedSpan:
     return ReducedSpan(x.gather(1, index.unsqueeze(-1).expand(-1, -1, dim)), index)
 
 
-def _mask_of_first(order: torch.Tensor, count: int, length: int) -> torch.Tensor:
+def mask_of_first(order: torch.Tensor, count: int, length: int) -> torch.Tensor:
     """[B, length] bool that is True at order[:, :count] (order: [B, length] permutations)."""
     mask = torch.zeros(order.shape[0], length, dtype=torch.bool, device=order.device)
     return mask.scatter(1, order[:, :count], True)
@@ -150,7 +149,7 @@ def random_merge(
     batch, n = _check_span(x, keys, received, num_remove)
     if num_remove == 0:
         return _identity(x)
-    picked = _mask_of_first(_random_order(batch, n - 1, x.device, generator), num_remove, n - 1)
+    picked = mask_of_first(_random_order(batch, n - 1, x.device, generator), num_remove, n - 1)
     return _merge_picked_edges(x, picked, None)
 
 
@@ -308,7 +307,7 @@ def random_evict(
     batch, n = _check_span(x, keys, received, num_remove)
     if num_remove == 0:
         return _identity(x)
-    dropped = _mask_of_first(_random_order(batch, n, x.device, generator), num_remove, n)
+    dropped = mask_of_first(_random_order(batch, n, x.device, generator), num_remove, n)
     return _keep_tokens(x, ~dropped)
 
 
@@ -330,7 +329,7 @@ def fastv_evict(
     if num_remove == 0:
         return _identity(x)
     order = torch.sort(received.float(), dim=-1, descending=True, stable=True).indices
-    return _keep_tokens(x, _mask_of_first(order, n - num_remove, n))
+    return _keep_tokens(x, mask_of_first(order, n - num_remove, n))
 
 
 SPAN_REDUCERS: dict[str, SpanReducer] = {
@@ -343,72 +342,12 @@ SPAN_REDUCERS: dict[str, SpanReducer] = {
 }
 
 
-# --------------------------------------------------------------------------------------------------------
-# H2O: heavy-hitter KV eviction during decode
-
-
-def h2o_keep_mask(scores: torch.Tensor, valid_length: int, budget: int, recent_window: int) -> torch.Tensor:
-    """Which KV-cache entries H2O keeps.
-
-    scores: [B, T] attention each entry has accumulated; entries at index >= valid_length are padding.
-    Returns [B, T] bool: if valid_length <= budget every valid entry; otherwise the recent_window newest
-    valid entries plus the budget - recent_window highest-scoring older ones (ties: lower index), so every
-    row keeps exactly min(valid_length, budget) entries. Padding is never kept.
-    """
-    if scores.dim() != 2:
-        raise ValueError(f"scores must be [B, T], got shape {tuple(scores.shape)}")
-    if budget < 1:
-        raise ValueError(f"H2O budget must be >= 1, got {budget}")
-    if not 0 <= recent_window <= budget:
-        raise ValueError(f"H2O recent_window must be in [0, budget] = [0, {budget}], got {recent_window}")
-    batch, length = scores.shape
-    if not 0 <= valid_length <= length:
-        raise ValueError(f"valid_length must be in [0, T] = [0, {length}], got {valid_length}")
-    position = torch.arange(length, device=scores.device).expand(batch, length)
-    if valid_length <= budget:
-        return position < valid_length
-    recent_start = valid_length - recent_window
-    # Only entries older than the recent window compete as heavy hitters; the rest sort to the end.
-    candidates = torch.where(position < recent_start, scores.float(), -torch.inf)
-    order = torch.sort(candidates, dim=-1, descending=True, stable=True).indices
-    heavy = _mask_of_first(order, budget - recent_window, length)
-    return heavy | ((position >= recent_start) & (position < valid_length))
-
-
-def h2o_compact(
-    k: torch.Tensor, v: torch.Tensor, scores: torch.Tensor, keep_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Move the kept cache entries to the front, in order.
-
-    k: [B, H, T, d], v: [B, H, T, d_v], scores: [B, T], keep_mask: [B, T] bool with the same count T' per
-    row (h2o_keep_mask guarantees it) -> k' [B, H, T', d], v' [B, H, T', d_v], scores' [B, T'].
-    """
-    batch, length = keep_mask.shape
-    shapes_ok = k.dim() == 4 and v.dim() == 4 and k.shape[0] == batch and k.shape[2] == length
-    if not shapes_ok or v.shape[:3] != k.shape[:3] or scores.shape != (batch, length):
-        raise ValueError(
-            f"h2o_compact needs k/v [B, H, T, *] and scores/keep_mask [B, T]; got k {tuple(k.shape)}, "
-            f"v {tuple(v.shape)}, scores {tuple(scores.shape)}, keep_mask {tuple(keep_mask.shape)}"
-        )
-    counts = keep_mask.sum(dim=-1)
-    if batch and bool((counts != counts[0]).any()):
-        raise ValueError(f"every sample must keep the same number of entries, got {counts.tolist()}")
-    index = torch.arange(length, device=keep_mask.device).expand(batch, length)[keep_mask].view(batch, -1)
-
-    def gather(t: torch.Tensor) -> torch.Tensor:
-        return t.gather(2, index[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
-
-    return gather(k), gather(v), scores.gather(1, index)
-
-
 __all__ = [
     "SPAN_REDUCERS",
     "atome_merge",
     "atome_select_pairs",
     "average_merge",
     "fastv_evict",
-    "h2o_compact",
-    "h2o_keep_mask",
     "random_evict",
     "random_merge",
     "weighted_merge_reducer",

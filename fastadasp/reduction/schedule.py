@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from fastadasp.core.choices import SCHEDULE_KINDS
+from fastadasp.core.errors import UserError
+from fastadasp.core.shapes import DecoderArgs
 from fastadasp.reduction.merge import num_merged, quantize_ratio
 
-SCHEDULE_KINDS = ("constant", "decay", "sparse")
 
 # Bisection steps for the ratio solver: 2**-50 is far below the resolution floor(n * r) can see.
 _SOLVER_STEPS = 50
@@ -32,7 +34,7 @@ def span_lengths_for_ratios(ratios, audio_tokens: int) -> list[int]:
     return lengths
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError, ValueError):
     """A schedule or planning request that cannot be satisfied; the message names the fix."""
 
 
@@ -98,17 +100,7 @@ def make_schedule(kind: str, num_layers: int, start_layer: int, ratio: float) ->
     return Schedule(kind, num_layers, start_layer, float(ratio), tuple(quantize_ratio(r) for r in ratios))
 
 
-@dataclass(frozen=True)
-class DecoderFlopsShape:
-    """What the prefill FLOPs model needs of a decoder: d, d_kv = kv heads * head dim, MLP width f, depth."""
-
-    hidden_size: int
-    kv_dim: int
-    intermediate_size: int
-    num_layers: int
-
-
-def layer_flops(shape: DecoderFlopsShape, attn_tokens: int, mlp_tokens: int) -> float:
+def layer_flops(shape: DecoderArgs, attn_tokens: int, mlp_tokens: int) -> float:
     """One decoder layer's prefill FLOPs: 2T(2d^2 + 2d*d_kv) + 4T^2 d for attention at length T, then
     2T'*3*d*f for the SwiGLU MLP at the (possibly merged) length T'."""
     d, dkv, f = shape.hidden_size, shape.kv_dim, shape.intermediate_size
@@ -116,7 +108,7 @@ def layer_flops(shape: DecoderFlopsShape, attn_tokens: int, mlp_tokens: int) -> 
     return 2 * t * (2 * d * d + 2 * d * dkv) + 4 * t * t * d + 2 * t_mlp * 3 * d * f
 
 
-def prefill_flops(shape: DecoderFlopsShape, schedule: Schedule | None, audio_tokens: int, text_tokens: int) -> float:
+def prefill_flops(shape: DecoderArgs, schedule: Schedule | None, audio_tokens: int, text_tokens: int) -> float:
     """Decoder prefill FLOPs for text_tokens + audio_tokens under a schedule (None = full model)."""
     if schedule is None:
         lengths = [audio_tokens] * (shape.num_layers + 1)
@@ -165,7 +157,7 @@ class Plan:
 
 
 def evaluate_schedule(
-    shape: DecoderFlopsShape, schedule: Schedule, audio_tokens: int, text_tokens: int, target: float | None = None
+    shape: DecoderArgs, schedule: Schedule, audio_tokens: int, text_tokens: int, target: float | None = None
 ) -> Plan:
     """Evaluate a schedule on an input of text_tokens + audio_tokens."""
     if audio_tokens < 1:
@@ -184,7 +176,7 @@ def evaluate_schedule(
 
 
 def plan_for_flops_target(
-    shape: DecoderFlopsShape,
+    shape: DecoderArgs,
     kind: str,
     start_layer: int,
     target: float,

@@ -11,12 +11,16 @@ import os
 import numpy as np
 import torch
 
-from fastadasp.models.decoder import PrefillResult
+from fastadasp.core.dtypes import precision, precision_of_torch
+from fastadasp.core.errors import InvalidOption
+from fastadasp.core.manifest import Manifest
+from fastadasp.core.prompt import PromptInputs
 from fastadasp.reduction.schedule import span_lengths_for_ratios
+from fastadasp.runtime.backends.base import PrefillResult
 from fastadasp.runtime.kv_cache import CompactedKVCache
-from fastadasp.runtime.prompt import PromptInputs
 
-_TORCH_TO_NP = {torch.float32: np.float32, torch.float16: np.float16}
+# ONNX Runtime's CPU provider has no bf16 kernels for these graphs.
+ONNXRUNTIME_PRECISIONS = ("fp32", "fp16")
 
 
 def _session(path: str, threads: int | None):
@@ -38,7 +42,7 @@ class OnnxRuntimeBackend:
         self.decode_session = _session(str(decode_path), threads) if decode_path is not None else None
         self.ratios = list(ratios)
         self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
-        self.np_dtype = _TORCH_TO_NP[dtype]
+        self.np_dtype = precision_of_torch(dtype).numpy
         self.cache: CompactedKVCache | None = None
         self.lora_scale: np.ndarray | None = None
         self.output_names = [o.name for o in self.prefill_session.get_outputs()]
@@ -47,20 +51,17 @@ class OnnxRuntimeBackend:
     @classmethod
     def from_export(cls, directory: str | os.PathLike, threads: int | None = None) -> "OnnxRuntimeBackend":
         """Open an export-engine output directory; the manifest is checked (version, file hashes) first."""
-        from fastadasp.exporter.manifest import load_manifest
-
-        manifest = load_manifest(directory)
-        args = manifest["model"]["args"]
-        if manifest["dtype"] not in ("fp32", "fp16"):
-            raise ValueError(
-                f"{directory} holds {manifest['dtype']} graphs, which ONNX Runtime's CPU provider cannot run; "
+        manifest = Manifest.load(directory)
+        args = manifest.model.args
+        if manifest.dtype not in ONNXRUNTIME_PRECISIONS:
+            raise InvalidOption(
+                f"{directory} holds {manifest.dtype} graphs, which ONNX Runtime's CPU provider cannot run; "
                 "use its TensorRT engines, or re-export with --dtype fp32 or fp16"
             )
-        dtype = {"fp32": torch.float32, "fp16": torch.float16}[manifest["dtype"]]
-        graphs = manifest["graphs"]
+        graphs = manifest.graphs
         return cls(
-            os.path.join(directory, graphs["prefill"]["file"]), os.path.join(directory, graphs["decode"]["file"]),
-            manifest["schedule"]["ratios"], args["num_kv_heads"], args["head_dim"], dtype, threads,
+            os.path.join(directory, graphs["prefill"].file), os.path.join(directory, graphs["decode"].file),
+            manifest.ratios, args.num_kv_heads, args.head_dim, precision(manifest.dtype).torch, threads,
         )
 
     def prefill(self, inputs: PromptInputs, max_new_tokens: int) -> PrefillResult:
@@ -89,6 +90,7 @@ class OnnxRuntimeBackend:
     def decode(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         if self.decode_session is None:
             raise RuntimeError("no decode graph was given to this backend")
+        self.cache.check_room(1)  # ScatterElements past the buffer would be ONNX Runtime's raw index error
         binding = self.decode_session.io_binding()
         ids = np.ascontiguousarray(input_ids.numpy().astype(np.int64))
         pos = np.ascontiguousarray(position_ids.numpy().astype(np.int64))
@@ -105,8 +107,7 @@ class OnnxRuntimeBackend:
                 binding.bind_output(f"present.{i}.{kind}", "cpu", 0, self.np_dtype, shape, ptr)
         binding.bind_output("logits", "cpu")
         self.decode_session.run_with_iobinding(binding)
-        for layer in self.cache.layers:
-            layer.length += 1
+        self.cache.advance(1)
         logits = binding.get_outputs()[-1].numpy()  # outputs come in bind order: logits was bound last
         return torch.from_numpy(logits.copy())
 
@@ -116,4 +117,4 @@ class OnnxRuntimeBackend:
             self.lora_scale = self.lora_scale[batch_index.numpy()]
 
     def expand(self, repeats: int) -> None:
-        self.reorder(torch.arange(self.cache.batch_size).repeat_interleave(repeats))
+        self.reorder(self.cache.expansion_index(repeats))

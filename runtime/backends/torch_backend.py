@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 import torch
 
-from fastadasp.models.decoder import PrefillResult, SpanReducer, SpeechDecoder, decode_one_token, prefill, prefill_lengths
-from fastadasp.reduction.baselines import weighted_merge_reducer
+from fastadasp.models.decoder import SpeechDecoder
+from fastadasp.reduction.baselines import SpanReducer, weighted_merge_reducer
 from fastadasp.reduction.schedule import Schedule, span_lengths_for_ratios
+from fastadasp.runtime.backends.base import PrefillResult
 from fastadasp.runtime.kv_cache import CompactedKVCache
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.runtime.reference import decode_one_token, prefill, prefill_lengths
+from fastadasp.core.prompt import PromptInputs
 
 
 class TorchBackend:
@@ -33,7 +35,7 @@ class TorchBackend:
         self.position_policy = position_policy
         self.reducer = reducer
         self.generator = generator
-        self.kv_policy = kv_policy  # e.g. runtime.h2o.H2OPolicy: decode-time KV eviction
+        self.kv_policy = kv_policy  # e.g. reduction.h2o.H2OPolicy: decode-time KV eviction
         self.cache: CompactedKVCache | None = None
         self.lora_scale: torch.Tensor | None = None
 
@@ -84,5 +86,4 @@ class TorchBackend:
             self.lora_scale = self.lora_scale.index_select(0, batch_index)
 
     def expand(self, repeats: int) -> None:
-        index = torch.arange(self.cache.batch_size).repeat_interleave(repeats)
-        self.reorder(index)
+        self.reorder(self.cache.expansion_index(repeats))

@@ -52,11 +52,11 @@ def exported(models, tmp_path_factory):
     return get
 
 
-def random_inputs(io: dict, batch: int, seed: int) -> dict[str, np.ndarray]:
+def random_inputs(io, batch: int, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     out = {}
-    for name, desc in io["inputs"].items():
-        x = rng.standard_normal((batch, *desc["shape"][1:])).astype(np.float32)
+    for name, desc in io.inputs.items():
+        x = rng.standard_normal((batch, *desc.shape[1:])).astype(np.float32)
         out[name] = x * 0.1 if name == "waveform" else x
     return out
 
@@ -79,7 +79,7 @@ def test_onnx_matches_encode_audio(exported, name, batch):
     inputs = random_inputs(io, batch, seed=batch)
     want = reference(lm, inputs)
     got = run_audio_encoder_onnx(path, **inputs)
-    assert got.shape == want.shape == (batch, io["audio_tokens"], lm.args.hidden_size)
+    assert got.shape == want.shape == (batch, io.audio_tokens, lm.args.hidden_size)
     assert got.dtype == np.float32
     err = float(np.abs(got - want).max())
     assert err <= FP32_TOL, f"{name} batch {batch}: max-abs {err:.3g}"
@@ -94,24 +94,24 @@ def test_graph_is_valid_and_io_dict_matches(exported, name):
     lm, path, io = exported(name)
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
-    assert io["file"] == "audio_encoder.onnx" == os.path.basename(path)
+    assert io.file == "audio_encoder.onnx" == os.path.basename(path)
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
 
     graph_inputs = {v.name: v for v in model.graph.input}
     graph_outputs = {v.name: v for v in model.graph.output}
-    assert list(graph_inputs) == list(io["inputs"]) == list(EXPECTED_INPUTS[name])
-    assert list(graph_outputs) == list(io["outputs"]) == ["audio_embeds"]
-    for name_, desc in {**io["inputs"], **io["outputs"]}.items():
+    assert list(graph_inputs) == list(io.inputs) == list(EXPECTED_INPUTS[name])
+    assert list(graph_outputs) == list(io.outputs) == ["audio_embeds"]
+    for name_, desc in {**io.inputs, **io.outputs}.items():
         vi = graph_inputs.get(name_) or graph_outputs[name_]
-        assert desc["dtype"] == "float32"
+        assert desc.dtype == "float32"
         assert vi.type.tensor_type.elem_type == TensorProto.FLOAT
-        assert dims(vi) == desc["shape"]
-        assert desc["shape"][0] == "batch"
+        assert dims(vi) == desc.shape
+        assert desc.shape[0] == "batch"
     for name_, shape in EXPECTED_INPUTS[name].items():
-        assert io["inputs"][name_]["shape"] == ["batch", *shape]
+        assert io.inputs[name_].shape == ["batch", *shape]
 
-    n = io["audio_tokens"]
-    assert io["outputs"]["audio_embeds"]["shape"] == ["batch", n, lm.args.hidden_size]
+    n = io.audio_tokens
+    assert io.outputs["audio_embeds"].shape == ["batch", n, lm.args.hidden_size]
     # The token count is the adapter's own for the full-length clip.
     gen = torch.Generator().manual_seed(0)
     assert lm._synthetic_audio(1, 0, gen).shape[1] == n
@@ -120,8 +120,8 @@ def test_graph_is_valid_and_io_dict_matches(exported, name):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert {i.name: i.shape for i in sess.get_inputs()} == {k: v["shape"] for k, v in io["inputs"].items()}
-    assert [o.shape for o in sess.get_outputs()] == [io["outputs"]["audio_embeds"]["shape"]]
+    assert {i.name: i.shape for i in sess.get_inputs()} == {k: v.shape for k, v in io.inputs.items()}
+    assert [o.shape for o in sess.get_outputs()] == [io.outputs["audio_embeds"].shape]
 
 
 def test_models_without_front_end_raise(models, tmp_path):

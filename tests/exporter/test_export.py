@@ -8,8 +8,8 @@ import torch
 
 from fastadasp.cli import export_engine_main
 from fastadasp.exporter import export as export_module
-from fastadasp.exporter.export import AudioTokenRange, export_model
-from fastadasp.exporter.manifest import ManifestError, load_manifest
+from fastadasp.core.manifest import AudioTokenRange, Manifest, ManifestError
+from fastadasp.exporter.export import ExportConfig, export_model
 from fastadasp.reduction.schedule import make_schedule
 from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fastadasp.runtime.backends.torch_backend import TorchBackend
@@ -18,24 +18,30 @@ from fastadasp.runtime.generate import GenerationConfig, generate
 
 def _export(lm, out, **kw):
     schedule = make_schedule("decay", lm.args.num_layers, 1, 0.5)
-    manifest = export_model(lm, schedule, out, audio_tokens=AudioTokenRange(1, 30, 128), progress=lambda _: None, **kw)
+    config = ExportConfig(audio_tokens=AudioTokenRange(1, 30, 128), **kw)
+    manifest = export_model(lm, schedule, out, config, progress=lambda _: None)
     return schedule, manifest
 
 
 def test_cli_writes_graphs_and_manifest_and_explains_missing_engines(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("FASTADASP_TENSORRT_FLAVOR", "tensorrt")  # force "no TensorRT" on any machine
+    from fastadasp.engines import builder
+
+    def no_toolkit(name):  # this machine has no TensorRT and no TensorRT-RTX, whatever is installed
+        raise ImportError(f"simulated: {name} is not installed")
+
+    monkeypatch.setattr(builder, "_import_module", no_toolkit)
     out = tmp_path / "exp"
     code = export_engine_main(["--model", "tiny-qwen2-audio", "--schedule", "decay", "--start-layer", "1",
                                "--flops-target", "0.3", "--audio-tokens-range", "1:300:512", "--out", str(out)])
     assert code == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     engine_lines = [line for line in printed.splitlines() if line.startswith("[engines]")]
     assert len(engine_lines) == 1 and "not built" in engine_lines[0]
-    manifest = load_manifest(out)
-    assert {"prefill", "decode", "audio_encoder"} <= set(manifest["graphs"])
-    assert manifest["schedule"]["flops_target"] == 0.3
-    assert len(manifest["schedule"]["ratio_numerators"]) == 6
-    assert manifest["plugin"]["op"] == "WeightedMerge" and manifest["plugin"]["plugin_namespace"] == "fastadasp"
+    manifest = Manifest.load(out)
+    assert {"prefill", "decode", "audio_encoder"} <= set(manifest.graphs)
+    assert manifest.schedule.flops_target == 0.3
+    assert len(manifest.schedule.ratio_numerators) == 6
+    assert manifest.plugin.op == "WeightedMerge" and manifest.plugin.plugin_namespace == "fastadasp"
     prefill = onnx.load(out / "prefill.onnx", load_external_data=False)
     merge_nodes = [n for n in prefill.graph.node if n.op_type == "WeightedMerge"]
     assert merge_nodes and all(n.domain == "fastadasp" for n in merge_nodes)
@@ -47,7 +53,7 @@ def test_cli_writes_graphs_and_manifest_and_explains_missing_engines(tmp_path, c
 def test_runtime_from_export_matches_torch(tmp_path, tiny):
     lm = tiny("tiny-wavllm")
     schedule, manifest = _export(lm, tmp_path)
-    assert manifest["graphs"]["prefill"]["inputs"]["lora_scale"]["shape"] == ["batch", lm.args.hidden_size]
+    assert manifest.graphs["prefill"].inputs["lora_scale"].shape == ["batch", lm.args.hidden_size]
     backend = OnnxRuntimeBackend.from_export(tmp_path)
     inputs = lm.synthetic_prompt(batch_size=2, seed=9)
     config = GenerationConfig(max_new_tokens=16, num_beams=3)
@@ -63,12 +69,12 @@ def test_manifest_mismatch_is_refused(tmp_path, tiny):
     path.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="version 99"):
         OnnxRuntimeBackend.from_export(tmp_path)
-    data["version"] = 1
+    data["version"] = 2
     path.write_text(json.dumps(data))
     with open(tmp_path / "decode.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestError, match="decode.onnx does not match"):
-        load_manifest(tmp_path)
+        Manifest.load(tmp_path)
 
 
 def test_failed_export_leaves_previous_export_intact(tmp_path, tiny, monkeypatch):
@@ -90,8 +96,8 @@ def test_large_models_use_external_data(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(export_module, "EXTERNAL_DATA_THRESHOLD", 0)
     lm = tiny("tiny-llama")
     schedule, manifest = _export(lm, tmp_path, include_audio_encoder=False)
-    assert manifest["graphs"]["prefill"]["files"] == ["prefill.onnx", "prefill.onnx.data"]
-    assert set(manifest["graphs"]["prefill"]["sha256"]) == {"prefill.onnx", "prefill.onnx.data"}
+    assert manifest.graphs["prefill"].files == ["prefill.onnx", "prefill.onnx.data"]
+    assert set(manifest.graphs["prefill"].sha256) == {"prefill.onnx", "prefill.onnx.data"}
     backend = OnnxRuntimeBackend.from_export(tmp_path)
     inputs = lm.synthetic_prompt(seed=1)
     torch.testing.assert_close(backend.prefill(inputs, 1).logits,
@@ -103,7 +109,7 @@ def test_large_models_use_external_data(tmp_path, tiny, monkeypatch):
     [
         (["--audio-tokens-range", "30:1:5"], "MIN <= OPT <= MAX"),
         (["--audio-tokens-range", "big"], "MIN:OPT:MAX"),
-        (["--opset", "13"], "--opset must be >= 17"),
+        (["--opset", "13"], "--opset 13 is outside the supported 17..21"),
         (["--ratio", "1.2"], "ratio must be in [0, 1)"),
     ],
 )

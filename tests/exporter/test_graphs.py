@@ -12,7 +12,7 @@ from fastadasp.models.llama import DecoderOnlyLM
 from fastadasp.reduction.schedule import make_schedule, span_lengths_for_ratios
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.core.prompt import PromptInputs
 from support import TINY_PRESETS, MarginRecorder, hf_reference
 
 FP32_TOL = 1e-4

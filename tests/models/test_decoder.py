@@ -7,7 +7,7 @@ from fastadasp.models.decoder import hidden_states
 from fastadasp.reduction.schedule import make_schedule
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
-from fastadasp.runtime.prompt import PromptInputs
+from fastadasp.core.prompt import PromptInputs
 from support import TINY_PRESETS, hf_reference
 
 

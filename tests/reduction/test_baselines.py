@@ -11,17 +11,17 @@ from fastadasp.reduction.baselines import (
     atome_select_pairs,
     average_merge,
     fastv_evict,
-    h2o_compact,
-    h2o_keep_mask,
     random_evict,
     random_merge,
     weighted_merge_reducer,
 )
+from fastadasp.reduction.h2o import h2o_compact, h2o_keep_mask
 from fastadasp.reduction.merge import adjacent_key_similarity, weighted_merge_span
 
 MERGES = ["weighted", "average", "random_merge", "atome"]
 EVICTIONS = ["random_evict", "fastv"]
 DETERMINISTIC = ["weighted", "average", "atome", "fastv"]
+
 
 
 def make_inputs(seed, batch=3, n=24, dim=8, key_dim=6, dtype=torch.float32):

@@ -1,8 +1,8 @@
 import pytest
 
+from fastadasp.core.shapes import DecoderArgs
 from fastadasp.models.llama import LLAMA2_7B
 from fastadasp.reduction.schedule import (
-    DecoderFlopsShape,
     ScheduleError,
     evaluate_schedule,
     layer_flops,
@@ -11,7 +11,7 @@ from fastadasp.reduction.schedule import (
     prefill_flops,
 )
 
-SHAPE_32 = LLAMA2_7B.flops_shape()
+SHAPE_32 = LLAMA2_7B
 
 
 def test_schedule_formulas():
@@ -33,7 +33,7 @@ def test_ratios_compound_on_the_current_span():
 
 
 def test_full_flops_closed_form():
-    shape = DecoderFlopsShape(hidden_size=8, kv_dim=4, intermediate_size=16, num_layers=2)
+    shape = DecoderArgs(vocab_size=16, hidden_size=8, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=4, intermediate_size=16)
     t = 10 + 20
     expected = 2 * (2 * t * (2 * 64 + 2 * 8 * 4) + 4 * t * t * 8 + 2 * t * 3 * 8 * 16)
     assert prefill_flops(shape, None, 20, 10) == expected

@@ -2,7 +2,7 @@ import torch
 
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
-from fastadasp.runtime.h2o import H2OPolicy
+from fastadasp.reduction.h2o import H2OPolicy
 
 
 def test_budget_above_length_changes_nothing(tiny):

@@ -25,7 +25,7 @@ def test_reorder_and_expand_gather_rows_in_every_layer():
     for i, n in enumerate([3, 2]):
         rows = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1).expand(2, 1, n, 1)
         cache.write_prefill(i, rows, rows)
-    cache.repeat_interleave(2)
+    cache.reorder(cache.expansion_index(2))
     assert cache.view(1)[0][:, 0, 0, 0].tolist() == [1, 1, 2, 2]
     cache.reorder(torch.tensor([3, 0, 0, 2]))
     assert cache.view(0)[0][:, 0, 0, 0].tolist() == [2, 1, 1, 2]

@@ -52,3 +52,8 @@ class PromptInputs:
             [embed_tokens(self.prefix_ids).to(dtype), self.audio_embeds.to(dtype), embed_tokens(self.suffix_ids).to(dtype)],
             dim=1,
         )
+
+
+def synthetic_token_ids(vocab_size: int, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """Reproducible random text ids [B, length] (the last id is kept free, often EOS/pad in tiny vocabularies)."""
+    return torch.randint(0, vocab_size - 1, (batch_size, length), generator=generator)
