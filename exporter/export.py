@@ -27,6 +27,7 @@ from fastadasp.core.manifest import (
     ModelEntry,
     PluginEntry,
     ScheduleEntry,
+    ServingLimits,
     TensorSpec,
     config_hash,
 )
@@ -51,6 +52,7 @@ class ExportConfig:
     position_policy: str = "reference"
     audio_tokens: AudioTokenRange = AudioTokenRange(1, 1500, 3000)
     include_audio_encoder: bool = True
+    limits: ServingLimits = ServingLimits()
 
     def validate(self) -> None:
         if self.dtype not in PRECISIONS:
@@ -125,7 +127,7 @@ def export_model(
             os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = build_manifest(lm, schedule, spec, config.audio_tokens, plan, graphs)
+    manifest = build_manifest(lm, schedule, spec, config, plan, graphs)
     manifest.save(out_dir)
     progress(f"[export] manifest.json written to {out_dir}")
     return manifest
@@ -135,8 +137,9 @@ def _hashes(directory: Path, files: list[str]) -> dict[str, str]:
     return {f: sha256_file(directory / f) for f in files}
 
 
-def build_manifest(lm, schedule, spec: GraphSpec, audio_tokens: AudioTokenRange, plan,
+def build_manifest(lm, schedule, spec: GraphSpec, config: ExportConfig, plan,
                    graphs: dict[str, GraphEntry]) -> Manifest:
+    audio_tokens = config.audio_tokens
     has_lora = lm.decoder.lora is not None
     return Manifest(
         fastadasp_version=fastadasp.__version__,
@@ -167,4 +170,5 @@ def build_manifest(lm, schedule, spec: GraphSpec, audio_tokens: AudioTokenRange,
                              "when registered)",
             max_audio_tokens=audio_tokens.max,
         ),
+        limits=config.limits,
     )

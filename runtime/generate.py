@@ -12,10 +12,12 @@ sample and then expand the cache to K beams: rows are identical, so each beam pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from fastadasp.core.errors import InvalidOption
 from fastadasp.core.prompt import PromptInputs
 
 _NEG = -1.0e9  # the "impossible" score HF uses for masked beams
@@ -29,6 +31,13 @@ class GenerationConfig:
     pad_token_id: int | None = None
     length_penalty: float = 1.0
     early_stopping: bool | str = False
+
+    def validate(self) -> None:
+        """One-line InvalidOption naming the CLI option, before any work starts."""
+        if self.max_new_tokens < 1:
+            raise InvalidOption(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise InvalidOption(f"--num-beams must be >= 1, got {self.num_beams}")
 
     def eos_list(self) -> list[int]:
         if self.eos_token_id is None:
@@ -45,14 +54,16 @@ class GenerationOutput:
     scores: torch.Tensor | None = None  # beam: final score of the returned hypothesis [B]
 
 
-def generate(backend, inputs: PromptInputs, config: GenerationConfig) -> GenerationOutput:
-    if config.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {config.max_new_tokens}")
-    if config.num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {config.num_beams}")
+StepCallback = Callable[[int], None]  # called with the number of tokens generated so far
+
+
+def generate(backend, inputs: PromptInputs, config: GenerationConfig,
+             on_step: StepCallback | None = None) -> GenerationOutput:
+    config.validate()
+    on_step = on_step or (lambda _done: None)
     if config.num_beams == 1:
-        return _greedy(backend, inputs, config)
-    return _beam_search(backend, inputs, config)
+        return _greedy(backend, inputs, config, on_step)
+    return _beam_search(backend, inputs, config, on_step)
 
 
 def _position(inputs: PromptInputs, step: int, rows: int, device) -> torch.Tensor:
@@ -60,7 +71,7 @@ def _position(inputs: PromptInputs, step: int, rows: int, device) -> torch.Tenso
     return torch.full((rows, 1), inputs.total_length + step, dtype=torch.long, device=device)
 
 
-def _greedy(backend, inputs: PromptInputs, config: GenerationConfig) -> GenerationOutput:
+def _greedy(backend, inputs: PromptInputs, config: GenerationConfig, on_step: StepCallback) -> GenerationOutput:
     result = backend.prefill(inputs, config.max_new_tokens)
     logits = result.logits
     eos = torch.tensor(config.eos_list(), dtype=torch.long, device=logits.device)
@@ -73,13 +84,14 @@ def _greedy(backend, inputs: PromptInputs, config: GenerationConfig) -> Generati
             next_tokens = torch.where(unfinished, next_tokens, torch.full_like(next_tokens, pad))
             unfinished &= ~torch.isin(next_tokens, eos)
         tokens.append(next_tokens)
+        on_step(step + 1)
         if not bool(unfinished.any()) or step + 1 == config.max_new_tokens:
             break
         logits = backend.decode(next_tokens[:, None], _position(inputs, step, logits.shape[0], logits.device))
     return GenerationOutput(torch.stack(tokens, dim=1), result)
 
 
-def _beam_search(backend, inputs: PromptInputs, config: GenerationConfig) -> GenerationOutput:
+def _beam_search(backend, inputs: PromptInputs, config: GenerationConfig, on_step: StepCallback) -> GenerationOutput:
     K, max_new, lp = config.num_beams, config.max_new_tokens, config.length_penalty
     result = backend.prefill(inputs, max_new)
     B = result.logits.shape[0]
@@ -144,6 +156,7 @@ def _beam_search(backend, inputs: PromptInputs, config: GenerationConfig) -> Gen
         best_running = running_scores[:, :1] / (hypothetical_length**lp)
         worst_done = torch.where(done_flag, done_scores.min(dim=1, keepdim=True).values, torch.full_like(done_scores, _NEG))
         can_improve = can_improve & (best_running > worst_done).any(dim=-1, keepdim=True)
+        on_step(step + 1)
         open_beams = not (bool(done_flag.all()) and config.early_stopping is True)
         if not (bool(can_improve.any()) and open_beams and not bool(hits.all())):
             break

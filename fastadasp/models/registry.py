@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fastadasp.core.errors import UserError
 from fastadasp.core.shapes import DecoderArgs
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     pass
 
 
@@ -71,9 +72,12 @@ def build_model(name: str, path: str | None = None, seed: int = 0):
     if spec.is_preset:
         return spec.build_tiny(seed)
     if path is None:
+        presets = [s.name for s in _specs().values() if s.is_preset and s.family == spec.family]
+        alternative = f", or use the tiny preset {presets[0]}" if presets else \
+            f", or a tiny preset ({', '.join(s.name for s in _specs().values() if s.is_preset)})"
         raise UnknownModelError(
             f"model {name!r} needs its checkpoint: pass --model-path pointing at a local copy "
-            f"(nothing is downloaded), or use a tiny preset such as tiny-{spec.family}"
+            f"(nothing is downloaded){alternative}"
         )
     return spec.load(path)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from fastadasp.core.choices import SCHEDULE_KINDS
+from fastadasp.core.choices import DEFAULT_START_LAYER, SCHEDULE_KINDS
 from fastadasp.core.errors import UserError
 from fastadasp.core.shapes import DecoderArgs
 from fastadasp.reduction.merge import num_merged, quantize_ratio
@@ -210,3 +210,40 @@ def plan_for_flops_target(
             hi = mid
     candidates = [achieved(lo), achieved(hi)]
     return min(candidates, key=lambda p: abs(p.flops_reduction - target))
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a user asks for: a schedule kind with a FLOPs target or a base ratio (neither: a 30% target).
+    start_layer None: the kind's default (DEFAULT_START_LAYER)."""
+
+    kind: str = "decay"
+    flops_target: float | None = None
+    ratio: float | None = None
+    start_layer: int | None = None
+
+    def validate(self) -> None:
+        """Checks that need no model, so bad values are refused before anything is built."""
+        if self.kind not in SCHEDULE_KINDS:
+            raise ScheduleError(f"--schedule {self.kind!r}: choose one of {', '.join(SCHEDULE_KINDS)}")
+        if self.flops_target is not None and self.ratio is not None:
+            raise ScheduleError("give --flops-target or --ratio, not both")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise ScheduleError(f"--ratio must be in [0, 1) (a fraction of the current audio span), got {self.ratio}")
+        if self.flops_target is not None and not 0.0 < self.flops_target < 1.0:
+            raise ScheduleError(f"--flops-target: FLOPs target must be a fraction in (0, 1), e.g. 0.3 for 30% fewer "
+                                f"FLOPs; got {self.flops_target}")
+        if self.start_layer is not None and self.start_layer < 0:
+            raise ScheduleError(f"--start-layer must be >= 0, got {self.start_layer}")
+
+    def resolve(self, shape: DecoderArgs, audio_tokens: int, text_tokens: int) -> Plan:
+        self.validate()
+        start = self.start_layer if self.start_layer is not None else DEFAULT_START_LAYER[self.kind]
+        if start >= shape.num_layers:
+            raise ScheduleError(f"--start-layer {start} is past the model's last layer ({shape.num_layers - 1}); "
+                                "pass a smaller one")
+        if self.ratio is not None:
+            return evaluate_schedule(shape, make_schedule(self.kind, shape.num_layers, start, self.ratio),
+                                     audio_tokens, text_tokens)
+        target = 0.3 if self.flops_target is None else self.flops_target
+        return plan_for_flops_target(shape, self.kind, start, target, audio_tokens, text_tokens)

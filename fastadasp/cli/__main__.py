@@ -1,0 +1,5 @@
+import sys
+
+from fastadasp.cli import main
+
+sys.exit(main())

@@ -1,0 +1,310 @@
+"""The commands behind `fastadasp …` and `export-engine`. Each turns the parsed options into config
+dataclasses, checks every limit it can before a model is built or a file is written, then calls the layers
+below (they never see argparse)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+from fastadasp.core.errors import InvalidOption, UserError
+from fastadasp.core.progress import Progress, say
+from fastadasp.reduction.schedule import PlanRequest
+
+# Synthetic request of `generate` / `run`: text ids around the audio span.
+PREFIX_TOKENS, SUFFIX_TOKENS = 6, 4
+
+
+# --------------------------------------------------------------------------------------------- shared checks
+
+
+def plan_request(args, default_kind: str = "decay") -> PlanRequest:
+    request = PlanRequest(args.schedule or default_kind, args.flops_target, args.ratio, args.start_layer)
+    request.validate()
+    for name in ("audio_tokens", "text_tokens"):
+        value = getattr(args, name, None)
+        if value is not None and value < (1 if name == "audio_tokens" else 0):
+            raise InvalidOption(f"--{name.replace('_', '-')} must be >= {1 if name == 'audio_tokens' else 0}, got {value}")
+    return request
+
+
+def check_model_options(name: str, path: str | None) -> None:
+    """Preset vs released model and the checkpoint path, before anything is loaded."""
+    from fastadasp.models.registry import get_spec
+
+    spec = get_spec(name)
+    if spec.is_preset and path is not None:
+        raise InvalidOption(f"--model-path is for released models; {name} is a tiny preset built from random "
+                            "weights (drop --model-path, or name the released model, e.g. --model "
+                            f"{spec.family})")
+    if path is not None and not os.path.exists(path):
+        raise InvalidOption(f"--model-path {path}: no such file or directory")
+
+
+def load_model(name: str, path: str | None, seed: int = 0):
+    """The model, with a checkpoint that cannot be read reported as one line naming --model-path."""
+    from fastadasp.models.registry import build_model
+
+    check_model_options(name, path)
+    try:
+        return build_model(name, path, seed=seed)
+    except UserError:
+        raise
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError) as exc:
+        if path is None:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidOption(f"--model-path {path} is not a readable {name} checkpoint ({type(exc).__name__}: "
+                            f"{first[:200]}); point it at the model's checkpoint directory or file") from exc
+
+
+def check_positions(lm, prompt_tokens: int, max_new_tokens: int) -> None:
+    limit = lm.args.max_position_embeddings
+    if prompt_tokens + max_new_tokens > limit:
+        raise InvalidOption(f"--max-new-tokens {max_new_tokens}: the {prompt_tokens}-token prompt plus {max_new_tokens} "
+                            f"new tokens passes {lm.name}'s {limit} positions; pass at most {max(limit - prompt_tokens, 0)}")
+
+
+def _generation_config(args):
+    from fastadasp.runtime.generate import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    config.validate()
+    return config
+
+
+def _token_progress(label: str, total: int):
+    bar = Progress(label, total)
+
+    def on_step(done: int) -> None:
+        bar.update(done)
+        if done >= total:
+            bar.close()
+
+    return on_step
+
+
+# --------------------------------------------------------------------------------------------- plan
+
+
+def cmd_plan(args) -> int:
+    from fastadasp.models.registry import decoder_args
+
+    request = plan_request(args)
+    check_model_options(args.model, args.model_path)
+    dargs = decoder_args(args.model, args.model_path)
+    plan = request.resolve(dargs, args.audio_tokens or 1500, 64 if args.text_tokens is None else args.text_tokens)
+    if args.json:
+        print(json.dumps({"model": args.model, **plan.to_dict()}, indent=2))
+        return 0
+    print(f"model {args.model}: {dargs.num_layers} layers, d={dargs.hidden_size}, kv dim {dargs.kv_dim}")
+    print(f"schedule {plan.schedule.kind} from layer {plan.schedule.start_layer}, base ratio {plan.schedule.base_ratio:.4f}")
+    print(f"audio tokens per layer: {plan.tokens_per_layer}")
+    target = "" if plan.flops_target is None else f" (target {plan.flops_target:.1%})"
+    print(f"decoder prefill FLOPs cut: {plan.flops_reduction:.2%}{target}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def cmd_run(args) -> int:
+    """Full vs reduced generation on one input, side by side (the README's default job)."""
+    import torch
+
+    from fastadasp.core.choices import SINGLE_LAYER_METHODS
+    from fastadasp.runtime.demo import format_report, run_comparison
+    from fastadasp.runtime.methods import MethodConfig
+
+    generation = _generation_config(args)
+    method = MethodConfig(args.method, args.position_policy, args.kv_budget, args.recent_window, args.seed)
+    if args.method == "h2o":
+        given = [o for o, v in (("--schedule", args.schedule), ("--flops-target", args.flops_target),
+                                ("--ratio", args.ratio), ("--start-layer", args.start_layer),
+                                ("--audio-tokens", args.audio_tokens), ("--text-tokens", args.text_tokens)) if v is not None]
+        if given:
+            raise InvalidOption(f"--method h2o evicts KV entries during decode and merges nothing: drop {', '.join(given)} "
+                                "(size it with --kv-budget / --recent-window)")
+    default_kind = "sparse" if args.method in SINGLE_LAYER_METHODS else "decay"
+    request = plan_request(args, default_kind)
+    if request.flops_target is None and request.ratio is None:
+        # Short demo prompts cannot always reach a FLOPs target (text dominates); a ratio always applies.
+        request = PlanRequest(request.kind, None, 0.3, request.start_layer)
+    method.validate(request.kind)
+
+    torch.manual_seed(args.seed)
+    lm = load_model(args.model, args.model_path, seed=args.seed)
+    inputs = lm.synthetic_prompt(batch_size=1, seed=args.seed)
+    check_positions(lm, inputs.total_length, generation.max_new_tokens)
+    plan = None
+    if args.method != "h2o":
+        plan = request.resolve(lm.args, args.audio_tokens or inputs.audio_length, args.text_tokens or inputs.text_length)
+    report = run_comparison(lm, inputs, plan, method, generation,
+                            _token_progress("[run] generating", generation.max_new_tokens))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def check_request_limits(manifest, rows: int, prompt_tokens: int, max_new_tokens: int) -> None:
+    """A request against what the export was built to serve (manifest.limits)."""
+    limits = manifest.limits
+    if rows > limits.max_batch:
+        raise InvalidOption(f"--num-beams x batch = {rows} rows, but this export serves at most {limits.max_batch} "
+                            f"(batch x beams); re-export with --max-batch {rows} or use fewer beams")
+    if max_new_tokens > limits.max_new_tokens:
+        raise InvalidOption(f"--max-new-tokens {max_new_tokens} exceeds this export's decode budget of "
+                            f"{limits.max_new_tokens}; re-export with --max-new-tokens {max_new_tokens} or ask for fewer")
+    limit = manifest.model.args.max_position_embeddings
+    if prompt_tokens + max_new_tokens > limit:
+        raise InvalidOption(f"--max-new-tokens {max_new_tokens}: the {prompt_tokens}-token prompt plus the new tokens "
+                            f"passes the model's {limit} positions; pass at most {max(limit - prompt_tokens, 0)}")
+
+
+def cmd_generate(args) -> int:
+    """Generate from an export directory with ONNX Runtime (audio encoder -> prefill -> decode), next to the
+    PyTorch reference with the same schedule."""
+    import time
+
+    import torch
+
+    from fastadasp.core.manifest import Manifest
+    from fastadasp.core.prompt import PromptInputs, synthetic_token_ids
+    from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from fastadasp.runtime.backends.torch_backend import TorchBackend
+    from fastadasp.runtime.generate import generate
+
+    config = _generation_config(args)
+    manifest = Manifest.load(args.export_dir)
+    encoder = manifest.graphs.get("audio_encoder")
+    audio_tokens = encoder.audio_tokens if encoder is not None and encoder.audio_tokens else 48
+    check_request_limits(manifest, config.num_beams, PREFIX_TOKENS + SUFFIX_TOKENS + audio_tokens, config.max_new_tokens)
+    lm = load_model(manifest.model.name, args.model_path)
+    gen = torch.Generator().manual_seed(args.seed)
+    prefix = synthetic_token_ids(lm.args.vocab_size, 1, PREFIX_TOKENS, gen)
+    suffix = synthetic_token_ids(lm.args.vocab_size, 1, SUFFIX_TOKENS, gen)
+    if encoder is not None:
+        from fastadasp.exporter.audio_encoder import run_audio_encoder_onnx
+
+        features = {k: v.numpy() for k, v in lm.synthetic_audio_features(1, gen).items()}
+        audio = torch.from_numpy(run_audio_encoder_onnx(Path(args.export_dir) / encoder.file, **features))
+        source = "audio_encoder.onnx on random features"
+    else:
+        audio = lm.synthetic_prompt(seed=args.seed).audio_embeds
+        source = "random audio embeddings"
+    scale = lm.prompt_lora_scale(prefix) if lm.needs_lora_scale else None
+    inputs = PromptInputs(prefix, audio, suffix, scale)
+    backend = OnnxRuntimeBackend.from_export(args.export_dir)
+    start = time.perf_counter()
+    ours = generate(backend, inputs, config, _token_progress("[generate] ONNX Runtime", config.max_new_tokens))
+    onnx_seconds = time.perf_counter() - start
+    reference = generate(TorchBackend(lm.decoder, manifest.ratios, position_policy=manifest.position_policy),
+                         inputs, config, _token_progress("[generate] PyTorch reference", config.max_new_tokens))
+    report = {
+        "export_dir": str(args.export_dir), "model": manifest.model.name, "audio_source": source,
+        "audio_tokens": inputs.audio_length, "audio_tokens_per_layer": ours.prefill.span_lengths,
+        "kv_length_per_layer": backend.cache.lengths, "onnxruntime_tokens": ours.sequences[0].tolist(),
+        "torch_reference_tokens": reference.sequences[0].tolist(),
+        "identical": ours.sequences.tolist() == reference.sequences.tolist(),
+        "onnxruntime_seconds": round(onnx_seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['model']} from {args.export_dir}: {inputs.audio_length} audio tokens ({source})")
+        print(f"audio tokens per layer: {report['audio_tokens_per_layer']}")
+        print(f"ONNX Runtime tokens:    {report['onnxruntime_tokens']}  ({onnx_seconds:.2f}s)")
+        print(f"PyTorch reference:      {report['torch_reference_tokens']}")
+        print("identical" if report["identical"] else
+              "DIFFERENT (a near-tied merge selection can flip between runtimes; see docs/architecture.md)")
+    return 0 if report["identical"] else 1
+
+
+# --------------------------------------------------------------------------------------------- select-layer / models
+
+
+def cmd_select_layer(args) -> int:
+    from fastadasp.runtime.calibrate import select_sparse_layer
+
+    if not 0.0 < args.ratio < 1.0:
+        raise InvalidOption(f"--ratio must be in (0, 1), got {args.ratio}")
+    if args.calibration_samples < 1:
+        raise InvalidOption(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
+    lm = load_model(args.model, args.model_path)
+    calibration = [lm.synthetic_prompt(batch_size=1, seed=s) for s in range(args.calibration_samples)]
+    result = select_sparse_layer(lm, calibration, args.ratio)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for layer, score in sorted(result.scores.items()):
+            print(f"layer {layer:3d}  TE {score:.4f}")
+        print(f"selected layer {result.selected_layer} (smallest transfer entropy)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from fastadasp.models.registry import get_spec, model_names
+
+    for name in model_names():
+        print(f"{name:18s} {get_spec(name).description}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- export-engine
+
+
+def check_output_dir(out: str) -> Path:
+    """--out must be a directory path we can create or replace."""
+    path = Path(out).absolute()
+    if path.exists() and not path.is_dir():
+        raise InvalidOption(f"--out {out} is an existing file; pass a directory path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidOption(f"--out {out}: {parent} is a file, not a directory; pass a path under a directory")
+            if not os.access(parent, os.W_OK):
+                raise InvalidOption(f"--out {out}: {parent} is not writable; pass a directory you can write to")
+            break
+    return path
+
+
+def cmd_export(args) -> int:
+    from fastadasp.core.files import replaced_directory
+    from fastadasp.core.manifest import AudioTokenRange, ServingLimits
+    from fastadasp.engines.pipeline import EngineBuildConfig, build_engines_for_export
+    from fastadasp.exporter.export import ExportConfig, export_model
+
+    # Every option is checked before the model is built or a file is written.
+    request = plan_request(args)
+    try:
+        token_range = AudioTokenRange.parse(args.audio_tokens_range)
+        limits = ServingLimits(args.max_batch, args.max_text_tokens, args.max_new_tokens)
+    except ValueError as exc:
+        option = "--audio-tokens-range" if "MIN" in str(exc) else ""
+        raise InvalidOption(f"{option} {exc}".strip()) from None
+    export_config = ExportConfig(args.dtype, args.opset, args.position_policy, token_range, limits=limits)
+    export_config.validate()
+    engine_config = EngineBuildConfig(args.max_batch, args.max_text_tokens, args.max_new_tokens,
+                                      args.compute_capability,
+                                      cache_dir=Path(args.engine_cache) if args.engine_cache else None)
+    engine_config.validate()
+    out = check_output_dir(args.out or f"engines-{args.model}-{request.kind}")
+    check_model_options(args.model, args.model_path)
+
+    lm = load_model(args.model, args.model_path)
+    plan = request.resolve(lm.args, token_range.opt, 64)
+    say(f"[plan] {plan.schedule.kind} from layer {plan.schedule.start_layer}: decoder prefill FLOPs cut "
+        f"{plan.flops_reduction:.1%} at {token_range.opt} audio tokens; audio tokens per layer {plan.tokens_per_layer}")
+    with replaced_directory(out) as staging:
+        manifest = export_model(lm, plan.schedule, staging, export_config, plan=plan, progress=say)
+        if args.skip_engines:
+            say("[engines] skipped (--skip-engines)")
+        else:
+            build_engines_for_export(staging, manifest, engine_config)
+    say(f"[export] complete: {out}")
+    return 0
+
