@@ -51,7 +51,7 @@ def format_report(r: dict) -> str:
     else:
         h = r["h2o"]
         lines.append(f"H2O decode-time eviction: {h['kv_budget']} KV entries kept per layer "
-                     f"({h['recent_window']} most recent); prefill runs on every token (no FLOPs cut)")
+                     f"({h['recent_window']} most recent); prefill runs on every token, nothing is merged")
     lines += [
         f"KV bytes after decode: full {r['kv_bytes_full']:,}  reduced {r['kv_bytes_reduced']:,}  "
         f"({r['kv_bytes_full'] / max(r['kv_bytes_reduced'], 1):.2f}x smaller)",

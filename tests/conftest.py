@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny presets (built once per session) and exported graphs in a temp folder."""
+"""Shared fixtures: tiny presets (built once per session), exported graphs in a temp folder, and a check
+that every manifest any test writes validates against the published JSON Schema."""
 
 from __future__ import annotations
 
@@ -6,7 +7,23 @@ import onnx
 import pytest
 import torch
 
+from fastadasp.core.manifest import Manifest, manifest_schema
 from fastadasp.models.registry import build_model
+
+
+@pytest.fixture(autouse=True)
+def manifests_follow_the_published_schema(monkeypatch):
+    """Every export in the tests goes through Manifest.save: validate it against manifest.schema.json first."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    save = Manifest.save
+
+    def checked_save(self, directory):
+        validator.validate(self.to_dict())
+        return save(self, directory)
+
+    monkeypatch.setattr(Manifest, "save", checked_save)
 
 
 @pytest.fixture(scope="session")

@@ -38,11 +38,19 @@ def _run(prog: str, func, args) -> int:
         return exc.exit_status
 
 
+def _parse(parser, argv):
+    """Parsed options, or the exit status of a parse error / --help (the parser printed its one line)."""
+    try:
+        return parser.parse_args(argv), None
+    except SystemExit as exc:
+        return None, exc.code if isinstance(exc.code, int) else 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return _run("fastadasp", COMMANDS[args.command], args)
+    args, status = _parse(build_parser(), argv)
+    return status if args is None else _run("fastadasp", COMMANDS[args.command], args)
 
 
 def export_engine_main(argv: list[str] | None = None) -> int:
-    args = build_export_parser().parse_args(argv)
-    return _run("export-engine", cmd_export, args)
+    args, status = _parse(build_export_parser(), argv)
+    return status if args is None else _run("export-engine", cmd_export, args)

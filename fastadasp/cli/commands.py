@@ -94,7 +94,8 @@ def cmd_plan(args) -> int:
 
     request = plan_request(args)
     check_model_options(args.model, args.model_path)
-    dargs = decoder_args(args.model, args.model_path)
+    # A released shape plans from its built-in config; a checkpoint path is read for its config.
+    dargs = load_model(args.model, args.model_path).args if args.model_path else decoder_args(args.model)
     plan = request.resolve(dargs, args.audio_tokens or 1500, 64 if args.text_tokens is None else args.text_tokens)
     if args.json:
         print(json.dumps({"model": args.model, **plan.to_dict()}, indent=2))
@@ -119,6 +120,7 @@ def cmd_run(args) -> int:
     from fastadasp.runtime.methods import MethodConfig
 
     generation = _generation_config(args)
+    check_model_options(args.model, args.model_path)
     method = MethodConfig(args.method, args.position_policy, args.kv_budget, args.recent_window, args.seed)
     if args.method == "h2o":
         given = [o for o, v in (("--schedule", args.schedule), ("--flops-target", args.flops_target),
