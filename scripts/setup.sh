@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs fastadasp (editable) with its pinned dependencies into the current Python environment.
+# Installs fastadasp (editable) with the exact versions CI tests (constraints.txt) into the current Python.
 # Idempotent: a second run only checks. Nothing here downloads model weights.
+# torch: `pip install torch==2.13.0` takes the CPU build where one is on local disk (these machines); a GPU
+# user keeps their own CUDA build of torch inside the range pyproject.toml declares (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c "import fastadasp, torch, transformers, onnx, onnxruntime, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib" 2>/dev/null \
+if ! "$PYTHON" -c "import fastadasp.core, torch, transformers, onnx, onnxruntime, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib, importlinter, jsonschema, kernel_lens" 2>/dev/null \
    || [ "$("$PYTHON" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)" != "2.13.0" ]; then
-  echo "[setup] installing fastadasp and pinned dependencies (torch 2.13.0 CPU build)..." >&2
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[onnx,dev,tensorrt]"
+  echo "[setup] installing fastadasp and the pinned versions of constraints.txt (torch 2.13.0)..." >&2
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[onnx,dev,tensorrt,plugin]"
 fi

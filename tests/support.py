@@ -67,7 +67,7 @@ def hf_reference(lm, inputs, *, features=None) -> HFReference:
 
 class MarginRecorder:
     """A span reducer that runs the weighted merge and records the similarity gap at the m-th edge, so parity
-    tests can tell a real mismatch from a legitimate near-tie flip (DESIGN.md section 3)."""
+    tests can tell a real mismatch from a legitimate near-tie flip (docs/architecture.md, "The WeightedMerge node")."""
 
     def __init__(self):
         self.min_margin = float("inf")

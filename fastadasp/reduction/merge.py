@@ -3,7 +3,7 @@
 Shapes: B batch, n audio-span length, D hidden size, K key features (all KV heads concatenated),
 m number of merged edges, so the span shrinks from n to n - m.
 
-The merge at one decoder layer (DESIGN.md section 1):
+The merge at one decoder layer (the FastAdaSP weighted merge):
   1. s_i = cos(k_i, k_{i+1}) for adjacent audio tokens, keys post-RoPE with every KV head concatenated.
   2. w_j = attention that token j received, summed over heads and query rows.
   3. pick the m edges with the largest s_i (ties: lower index first).

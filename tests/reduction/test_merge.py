@@ -12,7 +12,7 @@ from fastadasp.reduction.merge import adjacent_key_similarity, ratio_numerator, 
 
 
 def loop_reference(x, keys, weights, m):
-    """One sample, float64, plain Python loops: the method exactly as DESIGN.md section 1 states it."""
+    """One sample, float64, plain Python loops: the method exactly as fastadasp/reduction/merge.py states it."""
     n = x.shape[0]
     x, keys = x.double(), keys.double()
     w = [1.0] * n if weights is None else [float(v) for v in weights.double()]
