@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     from fastadasp.reduction.schedule import make_schedule, plan_for_flops_target
     from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from fastadasp.runtime.generate import GenerationConfig, generate
-    from fastadasp.core.prompt import PromptInputs
+    from fastadasp.core.prompt import PromptInputs, synthetic_token_ids
 
     lm = smollm2_like()
     a = lm.args
@@ -61,9 +61,9 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     prefix_len = args.text_tokens * 3 // 4
     inputs = PromptInputs(
-        torch.randint(0, a.vocab_size - 1, (1, prefix_len), generator=gen),
+        synthetic_token_ids(a.vocab_size, 1, prefix_len, gen),
         torch.randn(1, args.audio_tokens, a.hidden_size, generator=gen) * 0.02,
-        torch.randint(0, a.vocab_size - 1, (1, args.text_tokens - prefix_len), generator=gen),
+        synthetic_token_ids(a.vocab_size, 1, args.text_tokens - prefix_len, gen),
     )
     steps = args.new_tokens
     config = GenerationConfig(max_new_tokens=steps, num_beams=args.num_beams)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import torch
 
+from fastadasp.core.dtypes import precision
 from fastadasp.core.manifest import Manifest, manifest_schema
 from fastadasp.models.registry import build_model
 
@@ -54,7 +54,7 @@ def export_graphs(tmp_path):
         prefill, decode = tmp_path / f"{tag}-prefill.onnx", tmp_path / f"{tag}-decode.onnx"
         onnx.save(build_prefill(lm.decoder, spec), prefill)
         onnx.save(build_decode(lm.decoder, spec), decode)
-        torch_dtype = {"fp32": torch.float32, "fp16": torch.float16}[dtype]
-        return OnnxRuntimeBackend(prefill, decode, ratios, lm.args.num_kv_heads, lm.args.head_dim, torch_dtype)
+        return OnnxRuntimeBackend(prefill, decode, ratios, lm.args.num_kv_heads, lm.args.head_dim,
+                                  precision(dtype).torch)
 
     return make
