@@ -6,9 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c "import fastadasp.core, torch, transformers, onnx, onnxruntime, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib, importlinter, jsonschema, kernel_lens" 2>/dev/null \
+if ! "$PYTHON" -c "import fastadasp.core, torch, transformers, onnx, onnxruntime, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib, importlinter, jsonschema" 2>/dev/null \
    || [ "$("$PYTHON" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)" != "2.13.0" ]; then
   echo "[setup] installing fastadasp and the pinned versions of constraints.txt (torch 2.13.0)..." >&2
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
-  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[onnx,dev,tensorrt,plugin]"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[onnx,dev,tensorrt]"
 fi
+# TensorRT 10 headers for compiling the WeightedMerge plugin where no TensorRT SDK is installed. --no-deps:
+# only its headers are used, and its dependencies would pull in ~1 GB (triton).
+"$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('kernel_lens') is None)" 2>/dev/null \
+  || "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt "kernel-lens==2.0.1"
