@@ -1,4 +1,4 @@
-"""Command line: `fastadasp plan | run | generate | select-layer | models` and `export-engine`.
+"""Command line: `fastadasp plan | run | generate | select-layer | build-plugin | models` and `export-engine`.
 
 One rule for every command: a user error (fastadasp.core.errors.UserError) is one line on stderr naming the
 option or file, what is wrong and the fix, with exit status 2 and no traceback (`--debug` shows one).
@@ -12,13 +12,21 @@ import logging
 import sys
 import traceback
 
-from fastadasp.cli.commands import cmd_export, cmd_generate, cmd_models, cmd_plan, cmd_run, cmd_select_layer
+from fastadasp.cli.commands import (
+    cmd_build_plugin,
+    cmd_export,
+    cmd_generate,
+    cmd_models,
+    cmd_plan,
+    cmd_run,
+    cmd_select_layer,
+)
 from fastadasp.cli.parsers import build_export_parser, build_parser
 from fastadasp.core import interrupts, progress
 from fastadasp.core.errors import UserError
 
 COMMANDS = {"plan": cmd_plan, "run": cmd_run, "generate": cmd_generate, "select-layer": cmd_select_layer,
-            "models": cmd_models}
+            "build-plugin": cmd_build_plugin, "models": cmd_models}
 
 
 def _run(prog: str, func, args) -> int:

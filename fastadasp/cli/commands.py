@@ -4,6 +4,7 @@ below (they never see argparse)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -248,6 +249,38 @@ def cmd_select_layer(args) -> int:
     return 0
 
 
+def cmd_build_plugin(args) -> int:
+    from dataclasses import asdict
+
+    from fastadasp.plugins import build_plugin
+
+    build = build_plugin(args.build_dir, force=args.force, progress=say)
+    if args.json:
+        print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(build).items()}, indent=2))
+    else:
+        print(build.library)
+        print(f"sha256 {build.sha256} ({'reused' if build.reused else f'built in {build.seconds:.1f}s'})")
+    return 0
+
+
+def plugin_libraries(mode: str) -> tuple[str, ...]:
+    """The plugin library engines are built with: `on` builds it or fails, `auto` falls back to the
+    standard-op function body with one line saying why, `off` never uses it."""
+    if mode == "off":
+        return ()
+    from fastadasp.plugins import PluginBuildError, build_plugin
+
+    try:
+        build = build_plugin(progress=say)
+    except PluginBuildError as exc:
+        if mode == "on":
+            raise
+        say(f"[plugin] not used (WeightedMerge nodes build from their standard-op body): {exc}")
+        return ()
+    say(f"[plugin] {'reused' if build.reused else 'built'} {build.library} (sha256 {build.sha256[:12]})")
+    return (str(build.library),)
+
+
 def cmd_models(args) -> int:
     from fastadasp.models.registry import get_spec, model_names
 
@@ -306,6 +339,7 @@ def cmd_export(args) -> int:
         if args.skip_engines:
             say("[engines] skipped (--skip-engines)")
         else:
+            engine_config = dataclasses.replace(engine_config, plugin_libraries=plugin_libraries(args.plugin))
             build_engines_for_export(staging, manifest, engine_config)
     say(f"[export] complete: {out}")
     return 0

@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     _common(p)
 
+    p = sub.add_parser("build-plugin", help="build the WeightedMerge TensorRT plugin library (CMake + nvcc)",
+                       description="Build the WeightedMerge TensorRT plugin; print the library path and its SHA-256. "
+                                   "An up-to-date build is reused.")
+    p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date build exists")
+    p.add_argument("--build-dir", default=None,
+                   help="build root (default: $FASTADASP_PLUGIN_BUILD_DIR or ~/.cache/fastadasp/plugins)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _common(p)
+
     p = sub.add_parser("models", help="list known models and presets", description="List models and tiny presets.")
     _common(p)
     return parser
@@ -135,6 +144,9 @@ def build_export_parser() -> argparse.ArgumentParser:
                    help="TensorRT-RTX only: build for this GPU, e.g. 8.6 (default: its portable set; TensorRT: the local GPU)")
     p.add_argument("--engine-cache", default=None,
                    help="engine cache directory (default: $FASTADASP_ENGINE_CACHE or ~/.cache/fastadasp/engines)")
+    p.add_argument("--plugin", choices=("auto", "on", "off"), default="auto",
+                   help="WeightedMerge nodes as our TensorRT plugin: on (build it, fail if it can't), auto (use it "
+                        "when it builds here), off (TensorRT inlines the standard-op function body)")
     p.add_argument("--skip-engines", action="store_true", help="stop after the ONNX graphs and manifest")
     _common(p)
     return p
