@@ -1,22 +1,19 @@
 """The audio front-end graph: mel features (and, for WavLLM, the waveform) -> audio embeddings [B, N, D].
 
-One ONNX graph per model, computing `lm.encode_audio` for the full-length (unpadded) clip its encoder is
-built for (Whisper-style encoders are trained on fixed 30 s windows: 2 x max_source_positions mel frames), so
-every dimension except the batch is static and N is known when the manifest is written.
+One ONNX graph per model, exported from the module the adapter hands over (`SpeechLM.audio_front_end()`,
+fastadasp/models/audio_front_end.py): `encode_audio` for the full-length clip the encoder is built for, so
+every dimension except the batch is static and N is known when the manifest is written. Nothing here knows
+which model it exports.
 
-Export mode (torch 2.13, opset 17 as the project uses):
-- tiny-qwen-audio and tiny-qwen2-audio export with the torch.export-based exporter (`dynamo=True`): the
-  graph comes out at opset 18 and is converted down to 17 cleanly.
-- tiny-wavllm exports with `dynamo=True`, but its graph cannot be converted down to opset 17: the onnx
-  version converter has no adapter for opset-18 `Split` (WavLM's gated relative position bias chunks a
-  tensor in two) and fails on `ReduceSum` axes given as a computed input, and torch then silently keeps
-  the model at opset 18. We treat "not the opset asked for" as a failed export and fall back to the
-  TorchScript exporter (`dynamo=False`), which emits opset 17 directly and handles the fixed-length clip
-  fine (every shape apart from the batch is a constant of the trace). With `opset >= 18` it stays on dynamo.
-- `Qwen2AudioLM.encode_audio` itself cannot be traced by torch.export: its equal-length check runs
-  `set(out_lengths.tolist())` on a data-dependent tensor ("TypeError: unhashable type: non-nested SymInt").
-  `_Qwen2AudioFrontEnd` below does the same computation with the lengths of the full-length clip worked out
-  when the wrapper is built (they depend only on the frame count), then exports with dynamo.
+Export mode (torch 2.13): the torch.export-based exporter (`dynamo=True`) first. Below opset 18 it writes the
+graph at opset 18 and converts it down; when that conversion fails torch silently keeps opset 18, so a graph
+at any other opset than the one asked for counts as a failed export. Then, or when the adapter says the
+dynamo exporter cannot reach the opset (`AudioFrontEnd.dynamo_min_opset`), the TorchScript exporter
+(`dynamo=False`) writes the opset asked for directly; the fixed-length clip makes every shape apart from the
+batch a constant of its trace.
+
+The exporters' expected chatter (the opset-18 notice, skipped torchvision operators, onnxscript's opset
+conversion and optimizer notes) goes to this module's logger at DEBUG; errors are passed on unchanged.
 """
 
 from __future__ import annotations
@@ -24,24 +21,35 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from fastadasp.core.dtypes import precision_of_torch
 from fastadasp.core.manifest import TensorSpec
 from fastadasp.exporter.onnx_builder import EXTERNAL_DATA_THRESHOLD
+from fastadasp.models.audio_front_end import AudioFrontEnd
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "audio_embeds"
 BATCH = "batch"
-_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+# Batch of the example inputs: 2, not 1, because torch.export specialises a dimension whose example is 0 or 1.
+_EXAMPLE_BATCH = 2
+
+# Loggers of the torch ONNX exporter and the onnxscript / onnx_ir passes it runs.
+_TORCH_ONNX_LOGGER = "torch.onnx"
+_ONNXSCRIPT_LOGGERS = ("onnxscript", "onnx_ir")
+# torch.onnx notices that every export here triggers and that say nothing about this export's result.
+_EXPECTED_TORCH_NOTICES = re.compile(r"Setting ONNX exporter to use operator set version|torchvision is not installed")
 
 
 @dataclass(frozen=True)
@@ -55,105 +63,52 @@ class AudioEncoderGraph:
     audio_tokens: int
 
 
-class _Qwen2AudioFrontEnd(nn.Module):
-    """`Qwen2AudioLM.encode_audio` for the full-length clip: audio tower (with the padding mask Hugging Face
-    builds) -> multi-modal projector -> the first N rows. The valid lengths depend only on the frame count,
-    so they are computed here once instead of from a mask tensor in the graph."""
+class _DemoteToDebug(logging.Handler):
+    """Stands in for a logger's handlers: records that `expected` accepts (below ERROR) go to this module's
+    logger at DEBUG; everything else goes on to the handlers the logger had (or its parent's)."""
 
-    def __init__(self, tower: nn.Module, projector: nn.Module, frames: int):
-        super().__init__()
-        self.tower = tower
-        self.projector = projector
-        lengths = torch.tensor([frames])
-        feat_len, out_len = tower._get_feat_extract_output_lengths(lengths)
-        self.feat_len = int(feat_len[0])
-        self.out_len = int(out_len[0])
-        self.max_len = (frames - 2) // 2 + 1
+    def __init__(self, logger: logging.Logger, expected: Callable[[logging.LogRecord], bool]):
+        super().__init__(logging.NOTSET)
+        self._logger = logger
+        self._expected = expected
+        self._handlers = list(logger.handlers)
+        self._propagate = logger.propagate
 
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR and self._expected(record):
+            log.debug("%s: %s", record.name, record.getMessage())
+            return
+        for handler in self._handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        if self._propagate and self._logger.parent is not None:
+            self._logger.parent.handle(record)
 
-        batch = input_features.shape[0]
-        valid = torch.arange(self.max_len, device=input_features.device) < self.feat_len
-        mask_2d = valid.long().unsqueeze(0).expand(batch, -1)
-        dummy = input_features.new_zeros(batch, self.max_len, 1)
-        attn_mask = create_bidirectional_mask(config=self.tower.config, inputs_embeds=dummy, attention_mask=mask_2d)
-        hidden = self.tower(input_features, attention_mask=attn_mask).last_hidden_state
-        return self.projector(hidden)[:, : self.out_len]
-
-
-class _MelFrontEnd(nn.Module):
-    """`encode_audio(mel)` is exactly this module's call (Qwen-Audio); named input for the exporter."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        return self.module(input_features)
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        logger = self._logger
+        logger.handlers = [self]
+        logger.propagate = False
+        try:
+            yield
+        finally:
+            logger.handlers = self._handlers
+            logger.propagate = self._propagate
 
 
-class _MelWaveFrontEnd(nn.Module):
-    """`encode_audio(mel, waveform)` is exactly this module's call (WavLLM); named inputs for the exporter."""
+@contextmanager
+def _exporter_notices_to_debug() -> Iterator[None]:
+    def torch_notice(record: logging.LogRecord) -> bool:
+        return bool(_EXPECTED_TORCH_NOTICES.search(record.getMessage()))
 
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, input_features: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
-        return self.module(input_features, waveform)
-
-
-@dataclass
-class _FrontEndSpec:
-    module: nn.Module  # forward(*inputs) == lm.encode_audio(*inputs) for full-length clips
-    inputs: dict[str, tuple[int, ...]]  # name -> shape without the batch dimension
-
-
-def _no_front_end(lm, why: str) -> ValueError:
-    return ValueError(
-        f"model {getattr(lm, 'name', type(lm).__name__)!r} (family {getattr(lm, 'family', '?')!r}) has no audio "
-        f"front-end to export: {why}; its audio embeddings must come from outside the exported graphs"
-    )
-
-
-def _front_end_spec(lm) -> _FrontEndSpec:
-    family = getattr(lm, "family", None)
-    if family == "qwen2-audio":
-        hf = getattr(lm, "hf_model", None)
-        tower = getattr(getattr(hf, "model", None), "audio_tower", None)
-        if tower is None:
-            raise _no_front_end(lm, "the Hugging Face model has no audio_tower")
-        frames = lm.feature_frames
-        module = _Qwen2AudioFrontEnd(tower, hf.model.multi_modal_projector, frames)
-        return _FrontEndSpec(module, {"input_features": (lm.num_mel_bins, frames)})
-    if family == "qwen-audio":
-        enc = getattr(lm, "audio_encoder", None)
-        if enc is None:
-            raise _no_front_end(lm, "it was loaded without its audio encoder")
-        cfg = enc.encoder.config
-        return _FrontEndSpec(_MelFrontEnd(enc), {"input_features": (cfg.num_mel_bins, 2 * cfg.max_source_positions)})
-    if family == "wavllm":
-        fe = getattr(lm, "front_end", None)
-        if fe is None:
-            raise _no_front_end(lm, "it was loaded without its Whisper/WavLM front-end")
-        w = fe.whisper.config
-        frames = 2 * w.max_source_positions
-        # 16 kHz waveform with the mel's 10 ms hop: 160 samples per mel frame (as in WavLLMLM._synthetic_audio).
-        return _FrontEndSpec(_MelWaveFrontEnd(fe), {"input_features": (w.num_mel_bins, frames), "waveform": (frames * 160,)})
-    raise _no_front_end(lm, "it is a plain decoder")
-
-
-def _example_inputs(spec: _FrontEndSpec, dtype: torch.dtype, batch: int = 2) -> tuple[torch.Tensor, ...]:
-    # Batch 2, not 1: torch.export specialises a dimension whose example size is 0 or 1.
-    gen = torch.Generator().manual_seed(0)
-    out = []
-    for name, shape in spec.inputs.items():
-        x = torch.randn(batch, *shape, generator=gen)
-        if name == "waveform":
-            x = x * 0.1
-        out.append(x.to(dtype))
-    return tuple(out)
+    demoted = [_DemoteToDebug(logging.getLogger(_TORCH_ONNX_LOGGER), torch_notice)]
+    # onnxscript's passes (optimizer, opset conversion) are internal steps whose outcome is checked here: a
+    # failed conversion shows as a graph at the wrong opset and is reported with the export's other errors.
+    demoted += [_DemoteToDebug(logging.getLogger(name), lambda record: True) for name in _ONNXSCRIPT_LOGGERS]
+    with ExitStack() as stack:
+        for handler in demoted:
+            stack.enter_context(handler.installed())
+        yield
 
 
 def _module_dtype(module: nn.Module) -> torch.dtype | None:
@@ -176,23 +131,13 @@ def _default_opset(model) -> int:
 
 def _export_dynamo(module, args, names, path, opset):
     batch = torch.export.Dim(BATCH, min=1)
-    # onnxscript logs a full traceback when its opset down-conversion fails (the WavLLM case); the caller
-    # checks the opset of the result and reports that failure itself, so keep those loggers quiet meanwhile.
-    quiet = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir")]
-    levels = [q.level for q in quiet]
-    try:
-        for q in quiet:
-            q.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, path, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
-                dynamic_shapes={n: {0: batch} for n in names}, opset_version=opset, external_data=True,
-                optimize=True, verbose=False,
-            )
-    finally:
-        for q, level in zip(quiet, levels):
-            q.setLevel(level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, path, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
+            dynamic_shapes={n: {0: batch} for n in names}, opset_version=opset, external_data=True,
+            optimize=True, verbose=False,
+        )
 
 
 def _export_torchscript(module, args, names, path, opset):
@@ -203,6 +148,14 @@ def _export_torchscript(module, args, names, path, opset):
             dynamic_axes={n: {0: BATCH} for n in [*names, OUTPUT_NAME]}, opset_version=opset,
             do_constant_folding=True,
         )
+
+
+def _exporters(front_end: AudioFrontEnd, opset: int) -> list[tuple[str, Callable]]:
+    attempts = [("dynamo", _export_dynamo), ("torchscript", _export_torchscript)]
+    if front_end.dynamo_min_opset is not None and opset < front_end.dynamo_min_opset:
+        log.debug("skipping the dynamo exporter: it reaches this front-end from opset %d", front_end.dynamo_min_opset)
+        return attempts[1:]
+    return attempts
 
 
 def _set_shape(value_info, shape: list) -> None:
@@ -221,20 +174,18 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
     description for the manifest. Raises ValueError for models without a front-end."""
     import onnx
 
-    if dtype not in _DTYPE_NAMES:
-        raise ValueError(f"unsupported dtype {dtype}; choose one of {', '.join(map(str, _DTYPE_NAMES))}")
-    spec = _front_end_spec(lm)
-    module = spec.module
+    dtype_name = precision_of_torch(dtype).numpy_name  # raises for unsupported dtypes
+    front_end = lm.audio_front_end()  # raises ValueError for models without one
+    module = front_end.module
     if _module_dtype(module) != dtype:
         module = copy.deepcopy(module).to(dtype)  # leave the caller's model as it is
     module = module.eval()
-    names = list(spec.inputs)
-    args = _example_inputs(spec, dtype)
+    names = list(front_end.inputs)
+    args = tuple(front_end.synthetic_inputs(_EXAMPLE_BATCH, torch.Generator().manual_seed(0), dtype).values())
     with torch.no_grad():
         reference = module(*args)
     audio_tokens, width = int(reference.shape[1]), int(reference.shape[2])
-    dtype_name = _DTYPE_NAMES[dtype]
-    inputs = {n: TensorSpec(dtype_name, [BATCH, *shape]) for n, shape in spec.inputs.items()}
+    inputs = {n: TensorSpec(dtype_name, [BATCH, *spec.shape]) for n, spec in front_end.inputs.items()}
     outputs = {OUTPUT_NAME: TensorSpec(dtype_name, [BATCH, audio_tokens, width])}
 
     final = os.path.abspath(os.fspath(path))
@@ -246,14 +197,13 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
     staging = tempfile.mkdtemp(prefix=f".{base}.", dir=directory)
     try:
         raw = os.path.join(staging, "raw.onnx")
-        attempts: list[tuple[str, Callable]] = [("dynamo", _export_dynamo), ("torchscript", _export_torchscript)]
         errors = []
         model = None
-        for mode, fn in attempts:
+        for mode, fn in _exporters(front_end, opset):
             for f in os.listdir(staging):
                 os.remove(os.path.join(staging, f))
             try:
-                with torch.no_grad():
+                with torch.no_grad(), _exporter_notices_to_debug():
                     fn(module, args, names, raw, opset)
                 model = onnx.load(raw)
                 got = _default_opset(model)

@@ -12,6 +12,12 @@ decode:  input_ids [B,1], position_ids [B,1], cache_lengths [L] (int64, valid en
 Attention is written as explicit MatMul/Softmax everywhere (ONNX opset 17 has no fused attention op;
 TensorRT fuses the pattern itself). At merge layers its probabilities also feed the merge weights.
 GQA is expressed by broadcasting queries [B,Hkv,G,T,d] against keys [B,Hkv,1,T,d], never by copying K/V.
+
+Node names follow the module tree (GraphBuilder scopes), e.g. /layers.3/attn/q_proj/MatMul,
+/layers.3/attn/q_proj/lora/MatMul, /layers.3/merge/WeightedMerge, /layers.0/attn/kv_cache/ScatterElements,
+/lm_head/MatMul. Top-level scopes: TOP_SCOPES below; inside /layers.{i}: positions, rotary (prefill),
+input_layernorm, attn/{q,k,v,o}_proj, attn/rotary, attn/mask, attn/present | attn/kv_cache, attn/residual,
+merge (received, keys, positions), post_attention_layernorm, mlp/{gate,up,down}_proj, mlp/act, mlp/residual.
 """
 
 from __future__ import annotations
@@ -23,21 +29,13 @@ import onnx
 import torch
 from onnx import TensorProto
 
+from fastadasp.core.dtypes import precision
 from fastadasp.exporter.merge_op import MERGE_DOMAIN, MERGE_DOMAIN_VERSION, build_weighted_merge_function, weighted_merge_node
 from fastadasp.exporter.onnx_builder import GraphBuilder, make_model
 from fastadasp.reduction.merge import ratio_numerator
 
-def _bfloat16():
-    import ml_dtypes  # ships with onnx; numpy has no bfloat16 of its own
-
-    return ml_dtypes.bfloat16
-
-
-DTYPES = {
-    "fp32": (np.float32, TensorProto.FLOAT, torch.float32),
-    "fp16": (np.float16, TensorProto.FLOAT16, torch.float16),
-    "bf16": (_bfloat16(), TensorProto.BFLOAT16, torch.bfloat16),
-}
+# Top-level scopes of every node name in the prefill and decode graphs.
+TOP_SCOPES = ("constants", "embed", "positions", "rotary", "layers", "norm", "lm_head")
 _MASK_VALUE = float(np.finfo(np.float32).min)
 
 
@@ -60,7 +58,8 @@ class DecoderGraph:
 
     def __init__(self, b: GraphBuilder, decoder, spec: GraphSpec):
         self.b, self.decoder, self.spec = b, decoder, spec
-        self.np_dtype, self.onnx_dtype, _ = DTYPES[spec.dtype]
+        p = precision(spec.dtype)
+        self.np_dtype, self.onnx_dtype = p.numpy, p.onnx_elem_type
         a = decoder.args
         self.args = a
         self.groups = a.num_heads // a.num_kv_heads
@@ -81,6 +80,11 @@ class DecoderGraph:
         return self.b.initializer(name, _np(tensor.T if transpose else tensor, self.np_dtype))
 
     def linear(self, x: str, name: str, module, layer_idx: int, proj: str | None, lora_scale: str | None) -> str:
+        """x @ W^T (+ bias) (+ WavLLM's prompt LoRA) in scope `name`'s last part (q_proj, mlp.gate_proj -> gate_proj)."""
+        with self.b.scope(name.rsplit(".", 1)[-1]):
+            return self._linear(x, name, module, layer_idx, proj, lora_scale)
+
+    def _linear(self, x: str, name: str, module, layer_idx: int, proj: str | None, lora_scale: str | None) -> str:
         b = self.b
         key = f"layers.{layer_idx}.{name}"
         w = self._w(f"{key}.weight_t", module.weight, transpose=True)
@@ -94,9 +98,11 @@ class DecoderGraph:
             scale = lora_scale
             if proj in lora.scale_index:
                 index = getattr(lora, lora.scale_index[proj]).numpy().astype(np.int64)
-                scale = b.op("Gather", [lora_scale, b.const(index)], axis=1)
-            delta = b.op("MatMul", [b.op("MatMul", [x, a]), bb])
-            y = b.op("Add", [y, b.op("Mul", [delta, b.unsqueeze(scale, [1])])])
+                with b.scope("lora"):
+                    scale = b.op("Gather", [lora_scale, b.const(index)], axis=1)
+            with b.scope("lora"):
+                delta = b.op("MatMul", [b.op("MatMul", [x, a]), bb])
+                y = b.op("Add", [y, b.op("Mul", [delta, b.unsqueeze(scale, [1])])])
         return y
 
     def rms_norm(self, x: str, weight: str, eps: float) -> str:
@@ -112,8 +118,17 @@ class DecoderGraph:
     def norm_weight(self, name: str, module) -> tuple[str, float]:
         return self._w(name, module.weight), module.variance_epsilon
 
+    def layer_norm(self, i: int, name: str, h: str) -> str:
+        """RMSNorm `name` (input_layernorm | post_attention_layernorm) of layer i, in its own scope."""
+        with self.b.scope(name):
+            return self.rms_norm(h, *self.norm_weight(f"layers.{i}.{name}", getattr(self.decoder.layers[i], name)))
+
     def rope(self, positions: str) -> tuple[str, str]:
-        """positions [B|1, T] int64 -> cos, sin [B|1, 1, T, d] in the model dtype."""
+        """positions [B|1, T] int64 -> cos, sin [B|1, 1, T, d] in the model dtype (scope "rotary")."""
+        with self.b.scope("rotary"):
+            return self._rope(positions)
+
+    def _rope(self, positions: str) -> tuple[str, str]:
         b = self.b
         freqs = b.op("Mul", [b.unsqueeze(b.op("Cast", [positions], to=TensorProto.FLOAT), [-1]), self.inv_freq])
         emb = b.concat([freqs, freqs], -1)
@@ -124,6 +139,11 @@ class DecoderGraph:
 
     def apply_rope(self, x: str, cos: str, sin: str) -> str:
         b, half = self.b, self.args.head_dim // 2
+        with b.scope("rotary"):
+            return self._apply_rope(x, cos, sin, half)
+
+    def _apply_rope(self, x: str, cos: str, sin: str, half: int) -> str:
+        b = self.b
         x1 = b.slice(x, b.const([0]), b.const([half]), axis=3)
         x2 = b.slice(x, b.const([half]), b.const([2 * half]), axis=3)
         rotated = b.concat([b.op("Neg", [x2]), x1], 3)
@@ -144,14 +164,14 @@ class DecoderGraph:
         return self.b.op("Transpose", [split], perm=[0, 2, 1, 3])
 
     def qkv(self, i: int, h: str, cos: str, sin: str, lora_scale: str | None):
-        layer = self.decoder.layers[i]
-        ln = self.norm_weight(f"layers.{i}.input_layernorm", layer.input_layernorm)
-        x = self.rms_norm(h, *ln)
-        attn = layer.self_attn
-        q = self.heads(self.linear(x, "q_proj", attn.q_proj, i, "q", lora_scale), self.args.num_heads)
-        k = self.heads(self.linear(x, "k_proj", attn.k_proj, i, "k", lora_scale), self.args.num_kv_heads)
-        v = self.heads(self.linear(x, "v_proj", attn.v_proj, i, "v", lora_scale), self.args.num_kv_heads)
-        return self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin), v
+        """Call inside scope layers.{i}: input_layernorm, then attn/{q,k,v}_proj and attn/rotary."""
+        x = self.layer_norm(i, "input_layernorm", h)
+        attn = self.decoder.layers[i].self_attn
+        with self.b.scope("attn"):
+            q = self.heads(self.linear(x, "q_proj", attn.q_proj, i, "q", lora_scale), self.args.num_heads)
+            k = self.heads(self.linear(x, "k_proj", attn.k_proj, i, "k", lora_scale), self.args.num_kv_heads)
+            v = self.heads(self.linear(x, "v_proj", attn.v_proj, i, "v", lora_scale), self.args.num_kv_heads)
+            return self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin), v
 
     def attention(self, q: str, k: str, v: str, additive_mask: str) -> tuple[str, str]:
         """q [B,H,Tq,d], k/v [B,Hkv,Tk,d], mask [.., Tq, Tk] fp32 -> out [B,H,Tq,d], probs [B,Hkv,G,Tq,Tk] (fp32)."""
@@ -175,22 +195,38 @@ class DecoderGraph:
         ones = b.op("Expand", [b.const([[1.0]], np.float32), b.concat([b.const([1]), rows], 0)])  # [1, R]
         return b.squeeze(b.op("MatMul", [ones, flat]), [1])  # [B, 1, Tk] -> [B, Tk]
 
-    def attention_output(self, i: int, out: str, lora_scale: str | None) -> str:
-        flat = self.reshape_dims(self.b.op("Transpose", [out], perm=[0, 2, 1, 3]), [(0, 2), [self.args.num_heads * self.args.head_dim]])
-        return self.linear(flat, "o_proj", self.decoder.layers[i].self_attn.o_proj, i, "o", lora_scale)
+    def attention_residual(self, i: int, h: str, out: str, lora_scale: str | None) -> str:
+        """h + o_proj(attention output); call inside scopes layers.{i}/attn."""
+        b = self.b
+        flat = self.reshape_dims(b.op("Transpose", [out], perm=[0, 2, 1, 3]), [(0, 2), [self.args.num_heads * self.args.head_dim]])
+        projected = self.linear(flat, "o_proj", self.decoder.layers[i].self_attn.o_proj, i, "o", lora_scale)
+        with b.scope("residual"):
+            return b.op("Add", [h, projected])
 
     def mlp(self, i: int, h: str) -> str:
+        """Residual MLP block of layer i (post_attention_layernorm, mlp/...); call inside scope layers.{i}."""
         b, layer = self.b, self.decoder.layers[i]
-        x = self.rms_norm(h, *self.norm_weight(f"layers.{i}.post_attention_layernorm", layer.post_attention_layernorm))
-        gate = self.linear(x, "mlp.gate_proj", layer.mlp.gate_proj, i, None, None)
-        up = self.linear(x, "mlp.up_proj", layer.mlp.up_proj, i, None, None)
-        act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
-        return b.op("Add", [h, self.linear(act, "mlp.down_proj", layer.mlp.down_proj, i, None, None)])
+        x = self.layer_norm(i, "post_attention_layernorm", h)
+        with b.scope("mlp"):
+            gate = self.linear(x, "mlp.gate_proj", layer.mlp.gate_proj, i, None, None)
+            up = self.linear(x, "mlp.up_proj", layer.mlp.up_proj, i, None, None)
+            with b.scope("act"):
+                act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+            down = self.linear(act, "mlp.down_proj", layer.mlp.down_proj, i, None, None)
+            with b.scope("residual"):
+                return b.op("Add", [h, down])
 
-    def logits(self, last: str) -> str:
+    def logits(self, h: str) -> str:
+        """h [B, T, D] -> logits of the last position [B, V] (fp32), written to the graph output "logits"."""
         b = self.b
-        x = self.rms_norm(last, *self.final_norm)
-        return b.op("Cast", [b.op("MatMul", [x, self.lm_head_t])], to=TensorProto.FLOAT)
+        with b.scope("norm"):
+            last = b.op("Gather", [h, b.const(-1)], axis=1)  # [B, D]
+            x = self.rms_norm(last, *self.final_norm)
+        with b.scope("lm_head"):
+            logits = b.op("Cast", [b.op("MatMul", [x, self.lm_head_t])], to=TensorProto.FLOAT)
+            b.op("Identity", [logits], outputs=["logits"])
+        b.output("logits", TensorProto.FLOAT, ["batch", self.args.vocab_size])
+        return "logits"
 
     def kv_output_shape(self, length_dim: str) -> list:
         return ["batch", self.args.num_kv_heads, length_dim, self.args.head_dim]
@@ -199,6 +235,8 @@ class DecoderGraph:
 def build_prefill(decoder, spec: GraphSpec) -> onnx.ModelProto:
     if len(spec.ratios) != decoder.args.num_layers:
         raise ValueError(f"need one ratio per layer ({decoder.args.num_layers}), got {len(spec.ratios)}")
+    if spec.position_policy not in ("reference", "first"):
+        raise ValueError(f"position_policy must be 'reference' or 'first', got {spec.position_policy!r}")
     b = GraphBuilder()
     g = DecoderGraph(b, decoder, spec)
     a = decoder.args
@@ -207,59 +245,71 @@ def build_prefill(decoder, spec: GraphSpec) -> onnx.ModelProto:
     suffix = b.input("suffix_ids", TensorProto.INT64, ["batch", "suffix_len"])
     lora_scale = b.input("lora_scale", g.onnx_dtype, ["batch", a.hidden_size]) if decoder.lora is not None else None
 
-    h = b.concat([b.op("Gather", [g.embed, prefix]), audio, b.op("Gather", [g.embed, suffix])], 1)
-    P = b.dim(prefix, 1)
-    total = b.dim(h, 1)  # T0: positions continue from here whatever the merges do
-    total_scalar = b.squeeze(total, [0])
-    n = b.dim(audio, 1)
-    first_positions = None
-    if spec.position_policy == "first":
-        first_positions = b.unsqueeze(b.op("Range", [b.const(0), total_scalar, b.const(1)]), [0])  # [1, T0]
-    elif spec.position_policy != "reference":
-        raise ValueError(f"position_policy must be 'reference' or 'first', got {spec.position_policy!r}")
+    with b.scope("embed"):
+        h = b.concat([b.op("Gather", [g.embed, prefix]), audio, b.op("Gather", [g.embed, suffix])], 1)
+    with b.scope("positions"):
+        P = b.dim(prefix, 1)
+        total = b.dim(h, 1)  # T0: positions continue from here whatever the merges do
+        total_scalar = b.squeeze(total, [0])
+        n = b.dim(audio, 1)
+        first_positions = None
+        if spec.position_policy == "first":
+            first_positions = b.unsqueeze(b.op("Range", [b.const(0), total_scalar, b.const(1)]), [0])  # [1, T0]
 
     for i in range(a.num_layers):
-        length = b.squeeze(b.dim(h, 1), [0])
-        if first_positions is None:  # right-aligned: the last T_i positions of the full prompt
-            positions = b.unsqueeze(b.op("Range", [b.op("Sub", [total_scalar, length]), total_scalar, b.const(1)]), [0])
-        else:
-            positions = first_positions
-        cos, sin = g.rope(positions)
-        q, k, v = g.qkv(i, h, cos, sin, lora_scale)
-        b.op("Identity", [k], outputs=[f"present.{i}.key"])
-        b.op("Identity", [v], outputs=[f"present.{i}.value"])
-        b.output(f"present.{i}.key", g.onnx_dtype, g.kv_output_shape(f"kv_len_{i}"))
-        b.output(f"present.{i}.value", g.onnx_dtype, g.kv_output_shape(f"kv_len_{i}"))
-        steps = b.op("Range", [b.const(0), length, b.const(1)])
-        future = b.op("Greater", [b.unsqueeze(steps, [0]), b.unsqueeze(steps, [1])])  # [T, T] key after query
-        mask = b.op("Where", [future, b.const(_MASK_VALUE, np.float32), b.const(0.0, np.float32)])
-        out, probs = g.attention(q, k, v, mask)
-        h = b.op("Add", [h, g.attention_output(i, out, lora_scale)])
-        q_num = ratio_numerator(spec.ratios[i])
-        if q_num > 0:
-            end = b.op("Add", [P, n])
-            received = b.slice(g.column_sums(probs), P, end, axis=1)  # [B, n]
-            span_keys = g.reshape_dims(b.op("Transpose", [b.slice(k, P, end, axis=2)], perm=[0, 2, 1, 3]),
-                                       [(0, 2), [a.kv_dim]])
-            span = b.slice(h, P, end, axis=1)
-            merged, source = weighted_merge_node(b, span, span_keys, received, q_num, f"merge_{i}")
-            h = b.concat([b.slice(h, b.const([0]), P, axis=1), merged, b.slice(h, end, b.dim(h, 1), axis=1)], 1)
-            if first_positions is not None:
-                batch_positions = b.op("Expand", [first_positions, b.concat([b.dim(h, 0), b.dim(first_positions, 1)], 0)])
-                audio_positions = b.op("GatherElements", [b.slice(batch_positions, P, end, axis=1), source], axis=1)
-                first_positions = b.concat([
-                    b.slice(batch_positions, b.const([0]), P, axis=1), audio_positions,
-                    b.slice(batch_positions, end, b.dim(batch_positions, 1), axis=1)], 1)
-            if spec.debug_outputs:
-                b.op("Identity", [source], outputs=[f"merge.{i}.source_index"])
-                b.output(f"merge.{i}.source_index", TensorProto.INT64, ["batch", f"merged_len_{i}"])
-            n = b.dim(merged, 1)
-        h = g.mlp(i, h)
-    last = b.op("Gather", [h, b.const(-1)], axis=1)  # [B, D]
-    b.op("Identity", [g.logits(last)], outputs=["logits"])
-    b.output("logits", TensorProto.FLOAT, ["batch", a.vocab_size])
-    functions = [build_weighted_merge_function(spec.max_audio_tokens)]
+        with b.scope(f"layers.{i}"):
+            with b.scope("positions"):
+                length = b.squeeze(b.dim(h, 1), [0])
+                if first_positions is None:  # right-aligned: the last T_i positions of the full prompt
+                    positions = b.unsqueeze(b.op("Range", [b.op("Sub", [total_scalar, length]), total_scalar, b.const(1)]), [0])
+                else:
+                    positions = first_positions
+            cos, sin = g.rope(positions)
+            q, k, v = g.qkv(i, h, cos, sin, lora_scale)
+            with b.scope("attn"):
+                with b.scope("present"):
+                    b.op("Identity", [k], outputs=[f"present.{i}.key"])
+                    b.op("Identity", [v], outputs=[f"present.{i}.value"])
+                b.output(f"present.{i}.key", g.onnx_dtype, g.kv_output_shape(f"kv_len_{i}"))
+                b.output(f"present.{i}.value", g.onnx_dtype, g.kv_output_shape(f"kv_len_{i}"))
+                with b.scope("mask"):
+                    steps = b.op("Range", [b.const(0), length, b.const(1)])
+                    future = b.op("Greater", [b.unsqueeze(steps, [0]), b.unsqueeze(steps, [1])])  # [T, T] key after query
+                    mask = b.op("Where", [future, b.const(_MASK_VALUE, np.float32), b.const(0.0, np.float32)])
+                out, probs = g.attention(q, k, v, mask)
+                h = g.attention_residual(i, h, out, lora_scale)
+            q_num = ratio_numerator(spec.ratios[i])
+            if q_num > 0:
+                with b.scope("merge"):
+                    h, n, first_positions = _merge(g, i, h, k, probs, P, n, q_num, first_positions)
+            h = g.mlp(i, h)
+    g.logits(h)
+    functions = [build_weighted_merge_function(spec.max_audio_tokens, spec.opset)]
     return make_model(b, "fastadasp_prefill", spec.opset, functions, {MERGE_DOMAIN: MERGE_DOMAIN_VERSION})
+
+
+def _merge(g: DecoderGraph, i: int, h: str, k: str, probs: str, P: str, n: str, q_num: int, first_positions):
+    """One WeightedMerge over the audio span [P, P + n) of h; returns the new h, span length and positions."""
+    b, a = g.b, g.args
+    end = b.op("Add", [P, n])
+    with b.scope("received"):
+        received = b.slice(g.column_sums(probs), P, end, axis=1)  # [B, n]
+    with b.scope("keys"):
+        span_keys = g.reshape_dims(b.op("Transpose", [b.slice(k, P, end, axis=2)], perm=[0, 2, 1, 3]), [(0, 2), [a.kv_dim]])
+    span = b.slice(h, P, end, axis=1)
+    merged, source = weighted_merge_node(b, span, span_keys, received, q_num)
+    h = b.concat([b.slice(h, b.const([0]), P, axis=1), merged, b.slice(h, end, b.dim(h, 1), axis=1)], 1)
+    if first_positions is not None:
+        with b.scope("positions"):
+            batch_positions = b.op("Expand", [first_positions, b.concat([b.dim(h, 0), b.dim(first_positions, 1)], 0)])
+            audio_positions = b.op("GatherElements", [b.slice(batch_positions, P, end, axis=1), source], axis=1)
+            first_positions = b.concat([
+                b.slice(batch_positions, b.const([0]), P, axis=1), audio_positions,
+                b.slice(batch_positions, end, b.dim(batch_positions, 1), axis=1)], 1)
+    if g.spec.debug_outputs:
+        b.op("Identity", [source], outputs=[f"merge.{i}.source_index"])
+        b.output(f"merge.{i}.source_index", TensorProto.INT64, ["batch", f"merged_len_{i}"])
+    return h, b.dim(merged, 1), first_positions
 
 
 def build_decode(decoder, spec: GraphSpec) -> onnx.ModelProto:
@@ -274,25 +324,28 @@ def build_decode(decoder, spec: GraphSpec) -> onnx.ModelProto:
     for i in range(a.num_layers):
         shape = g.kv_output_shape(f"capacity_{i}")
         pasts.append((b.input(f"past.{i}.key", g.onnx_dtype, shape), b.input(f"past.{i}.value", g.onnx_dtype, shape)))
-    h = b.op("Gather", [g.embed, ids])  # [B, 1, D]
+    with b.scope("embed"):
+        h = b.op("Gather", [g.embed, ids])  # [B, 1, D]
     cos, sin = g.rope(positions)
     for i in range(a.num_layers):
-        q, k, v = g.qkv(i, h, cos, sin, lora_scale)
-        length = b.op("Gather", [lengths, b.const([i])])  # [1]
-        write_at = b.op("Expand", [b.reshape(length, [1, 1, 1, 1]), b.op("Shape", [k])])
-        past_k, past_v = pasts[i]
-        new_k = b.op("ScatterElements", [past_k, write_at, k], axis=2, outputs=[f"present.{i}.key"])
-        new_v = b.op("ScatterElements", [past_v, write_at, v], axis=2, outputs=[f"present.{i}.value"])
-        b.output(f"present.{i}.key", g.onnx_dtype, g.kv_output_shape(f"capacity_{i}"))
-        b.output(f"present.{i}.value", g.onnx_dtype, g.kv_output_shape(f"capacity_{i}"))
-        capacity = b.squeeze(b.dim(past_k, 2), [0])
-        slots = b.op("Range", [b.const(0), capacity, b.const(1)])
-        invalid = b.op("Greater", [slots, length])  # valid after this write: 0..length
-        mask = b.op("Where", [invalid, b.const(_MASK_VALUE, np.float32), b.const(0.0, np.float32)])
-        out, _ = g.attention(q, new_k, new_v, mask)
-        h = b.op("Add", [h, g.attention_output(i, out, lora_scale)])
-        h = g.mlp(i, h)
-    last = b.op("Gather", [h, b.const(-1)], axis=1)
-    b.op("Identity", [g.logits(last)], outputs=["logits"])
-    b.output("logits", TensorProto.FLOAT, ["batch", a.vocab_size])
+        with b.scope(f"layers.{i}"):
+            q, k, v = g.qkv(i, h, cos, sin, lora_scale)
+            with b.scope("attn"):
+                with b.scope("kv_cache"):
+                    length = b.op("Gather", [lengths, b.const([i])])  # [1]
+                    write_at = b.op("Expand", [b.reshape(length, [1, 1, 1, 1]), b.op("Shape", [k])])
+                    past_k, past_v = pasts[i]
+                    new_k = b.op("ScatterElements", [past_k, write_at, k], axis=2, outputs=[f"present.{i}.key"])
+                    new_v = b.op("ScatterElements", [past_v, write_at, v], axis=2, outputs=[f"present.{i}.value"])
+                b.output(f"present.{i}.key", g.onnx_dtype, g.kv_output_shape(f"capacity_{i}"))
+                b.output(f"present.{i}.value", g.onnx_dtype, g.kv_output_shape(f"capacity_{i}"))
+                with b.scope("mask"):
+                    capacity = b.squeeze(b.dim(past_k, 2), [0])
+                    slots = b.op("Range", [b.const(0), capacity, b.const(1)])
+                    invalid = b.op("Greater", [slots, length])  # valid after this write: 0..length
+                    mask = b.op("Where", [invalid, b.const(_MASK_VALUE, np.float32), b.const(0.0, np.float32)])
+                out, _ = g.attention(q, new_k, new_v, mask)
+                h = g.attention_residual(i, h, out, lora_scale)
+            h = g.mlp(i, h)
+    g.logits(h)
     return make_model(b, "fastadasp_decode", spec.opset)

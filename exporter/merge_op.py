@@ -7,11 +7,12 @@ Node (domain "fastadasp", opset 1):
   attrs    ratio_numerator (int): m = min(n * q // 65536, n - 1)
            plugin_version (string), plugin_namespace (string): read by TensorRT, unused by the body
 
-The body avoids the two forms TensorRT's parser rejects or computes badly (DESIGN.md section 3):
-scatter-add reductions and whole-span prefix-sum differences. Group sums use a segmented log-depth
-(Hillis-Steele) scan: ceil(log2 n_max) shift-and-add steps that only add a neighbour from the same group,
-so sums never leave their group and never cancel. Group ends/starts are found with TopK, which breaks ties
-towards the lower index, exactly like the PyTorch reference's stable sort.
+The body avoids the two forms TensorRT's parser rejects or computes badly (docs/architecture.md, "The
+WeightedMerge node"): scatter-add reductions (TensorRT rejects the reduction without NVIDIA's own plugin, and
+atomics are non-deterministic) and whole-span prefix-sum differences (cancellation). Group sums use a
+segmented log-depth (Hillis-Steele) scan: ceil(log2 n_max) shift-and-add steps that only add a neighbour from
+the same group, so sums never leave their group and never cancel. Group ends/starts are found with TopK, which
+breaks ties towards the lower index, exactly like the PyTorch reference's stable sort.
 """
 
 from __future__ import annotations
@@ -69,7 +70,12 @@ def _ascending_positions(b: GraphBuilder, mask: str, n_f: str, positions_f: str,
     return index
 
 
-def build_weighted_merge_function(max_tokens: int) -> onnx.FunctionProto:
+def build_weighted_merge_function(max_tokens: int, opset: int) -> onnx.FunctionProto:
+    """The function body for spans of up to max_tokens tokens, importing the standard domain at `opset` (a
+    model-local function must import the same version of a domain as the model that calls it). Every op in
+    the body keeps its signature across opsets 17..21 (ReduceSum, Pad, Squeeze/Unsqueeze, Slice take their
+    axes as inputs since opset 13; later versions only add types, attributes with defaults, or optional
+    trailing inputs)."""
     b = GraphBuilder(prefix="wm_", name_nodes=False)
     x, keys, received = "x", "keys", "received"
     n = b.dim(x, 1)  # [1] int64
@@ -124,14 +130,14 @@ def build_weighted_merge_function(max_tokens: int) -> onnx.FunctionProto:
     b.op("Identity", [start_index], outputs=["source_index"])
     return helper.make_function(
         MERGE_DOMAIN, MERGE_OP, [x, keys, received], ["merged", "source_index"], b.nodes,
-        opset_imports=[helper.make_opsetid("", 17)],
+        opset_imports=[helper.make_opsetid("", opset)],
         attributes=["ratio_numerator", "plugin_version", "plugin_namespace"],
     )
 
 
-def weighted_merge_node(b: GraphBuilder, x: str, keys: str, received: str, ratio_numerator: int, name_hint: str):
-    """Emit one WeightedMerge call; returns (merged, source_index) names."""
+def weighted_merge_node(b: GraphBuilder, x: str, keys: str, received: str, ratio_numerator: int):
+    """Emit one WeightedMerge call (named by the builder's current scope); returns (merged, source_index)."""
     return b.op(
-        MERGE_OP, [x, keys, received], n_out=2, domain=MERGE_DOMAIN, name_hint=name_hint,
+        MERGE_OP, [x, keys, received], n_out=2, domain=MERGE_DOMAIN,
         ratio_numerator=int(ratio_numerator), plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE,
     )

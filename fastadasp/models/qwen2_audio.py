@@ -9,8 +9,10 @@ audio embeddings, suffix ids.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.audio_front_end import AudioFrontEnd, AudioInput, no_front_end, whisper_frames
 from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
@@ -51,6 +53,35 @@ def tiny_config(seed_vocab: int = 320):
     )
 
 
+class FullClipFrontEnd(nn.Module):
+    """`Qwen2AudioLM.encode_audio` for the full-length clip, in a form torch.export can trace: audio tower
+    (with the padding mask Hugging Face builds) -> multi-modal projector -> the first N rows.
+
+    encode_audio itself cannot be traced: its equal-length check runs `set(out_lengths.tolist())` on a
+    data-dependent tensor. Here the valid lengths, which depend only on the frame count, are worked out once
+    when the wrapper is built instead of from a mask tensor in the graph."""
+
+    def __init__(self, tower: nn.Module, projector: nn.Module, frames: int):
+        super().__init__()
+        self.tower = tower
+        self.projector = projector
+        feat_len, out_len = tower._get_feat_extract_output_lengths(torch.tensor([frames]))
+        self.feat_len = int(feat_len[0])
+        self.out_len = int(out_len[0])
+        self.max_len = (frames - 2) // 2 + 1
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        batch = input_features.shape[0]
+        valid = torch.arange(self.max_len, device=input_features.device) < self.feat_len
+        mask_2d = valid.long().unsqueeze(0).expand(batch, -1)
+        dummy = input_features.new_zeros(batch, self.max_len, 1)
+        attn_mask = create_bidirectional_mask(config=self.tower.config, inputs_embeds=dummy, attention_mask=mask_2d)
+        hidden = self.tower(input_features, attention_mask=attn_mask).last_hidden_state
+        return self.projector(hidden)[:, : self.out_len]
+
+
 class Qwen2AudioLM(SpeechLM):
     family = "qwen2-audio"
 
@@ -65,12 +96,19 @@ class Qwen2AudioLM(SpeechLM):
 
     @property
     def feature_frames(self) -> int:
-        """Mel frames the encoder expects (it is trained on padded 30 s windows: 2 x max_source_positions)."""
-        return 2 * self.hf_model.config.audio_config.max_source_positions
+        """Mel frames the encoder expects (it is trained on padded 30 s windows)."""
+        return whisper_frames(self.hf_model.config.audio_config)
 
     @property
     def has_audio_front_end(self) -> bool:
         return True
+
+    def audio_front_end(self) -> AudioFrontEnd:
+        tower = getattr(self.hf_model.model, "audio_tower", None)
+        if tower is None:
+            raise no_front_end(self, "the Hugging Face model has no audio_tower")
+        module = FullClipFrontEnd(tower, self.hf_model.model.multi_modal_projector, self.feature_frames)
+        return AudioFrontEnd(module, {"input_features": AudioInput((self.num_mel_bins, self.feature_frames))})
 
     @torch.no_grad()
     def encode_audio(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,9 +130,6 @@ class Qwen2AudioLM(SpeechLM):
         hidden = tower(input_features, attention_mask=attn_mask).last_hidden_state
         embeds = self.hf_model.model.multi_modal_projector(hidden)
         return embeds[:, : int(out_lengths[0])]
-
-    def synthetic_audio_features(self, batch_size, gen):
-        return {"input_features": torch.randn(batch_size, self.num_mel_bins, self.feature_frames, generator=gen)}
 
     def hf_input_ids(self, prefix_ids: torch.Tensor, num_audio: int, suffix_ids: torch.Tensor) -> torch.Tensor:
         """The Hugging Face prompt with `num_audio` expanded audio placeholders (for reference runs)."""

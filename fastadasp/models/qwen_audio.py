@@ -1,7 +1,7 @@
 """Adapter for Qwen-Audio (v1, the FastAdaSP reference model), converted to the Qwen2 layout.
 
 Qwen-7B v1 is remote code; its decoder is a Qwen2 decoder in other clothes (fused c_attn with bias,
-w2 -> gate, w1 -> up, c_proj -> down), so `fastadasp.models.convert` maps it onto transformers'
+w2 -> gate, w1 -> up, c_proj -> down), so fastadasp/models/qwen_audio_checkpoint.py maps it onto transformers'
 `Qwen2ForCausalLM` and the shared reduced decoder runs it. The audio encoder is Whisper-style with an
 average pool and a projection to the LLM width; its output span is wrapped in learned audio-bos/eos
 embeddings, so the audio span the decoder merges is n + 2 tokens, as in the reference.
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.audio_front_end import AudioFrontEnd, AudioInput, no_front_end, whisper_frames
 from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
@@ -39,6 +40,17 @@ class QwenAudioEncoder(nn.Module):
         return torch.cat([bos, h, eos], dim=1)
 
 
+class _NamedMelInput(nn.Module):
+    """encoder(mel) with its input named input_features (the exported graph's input name)."""
+
+    def __init__(self, encoder: QwenAudioEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_features)
+
+
 class QwenAudioLM(SpeechLM):
     family = "qwen-audio"
 
@@ -53,13 +65,15 @@ class QwenAudioLM(SpeechLM):
     @torch.no_grad()
     def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         if self.audio_encoder is None:
-            raise ValueError("this Qwen-Audio was loaded without its audio encoder; pass audio embeddings directly")
+            raise no_front_end(self, "it was loaded without its audio encoder")
         return self.audio_encoder(mel)
 
-
-    def synthetic_audio_features(self, batch_size, gen):
+    def audio_front_end(self) -> AudioFrontEnd:
+        if self.audio_encoder is None:
+            raise no_front_end(self, "it was loaded without its audio encoder")
         cfg = self.audio_encoder.encoder.config
-        return {"input_features": torch.randn(batch_size, cfg.num_mel_bins, 2 * cfg.max_source_positions, generator=gen)}
+        shape = (cfg.num_mel_bins, whisper_frames(cfg))
+        return AudioFrontEnd(_NamedMelInput(self.audio_encoder), {"input_features": AudioInput(shape)})
 
 
 def qwen2_config_for(num_layers: int, hidden: int, heads: int, intermediate: int, vocab: int, max_positions: int = 8192):
@@ -96,12 +110,13 @@ def tiny_audio_encoder(output_dim: int) -> QwenAudioEncoder:
 
 def build_tiny(seed: int = 0) -> QwenAudioLM:
     """Tiny Qwen-Audio: a synthetic v1 checkpoint (released key names) converted like a real one."""
-    from fastadasp.models import convert
+    from fastadasp.models.qwen_audio_checkpoint import convert_qwen_audio_state_dict
+    from fastadasp.models.synthetic import qwen_audio_synthetic_state_dict
 
-    sd = convert.qwen_audio_synthetic_state_dict(
+    sd = qwen_audio_synthetic_state_dict(
         TINY["num_layers"], TINY["hidden"], TINY["heads"], TINY["intermediate"], TINY["vocab"], seed=seed
     )
-    groups = convert.convert_qwen_audio_state_dict(sd, TINY["num_layers"], TINY["heads"])
+    groups = convert_qwen_audio_state_dict(sd, TINY["num_layers"], TINY["heads"])
     torch.manual_seed(seed)
     return assemble(groups["decoder"], qwen2_config_for(**TINY), tiny_audio_encoder(TINY["hidden"]), "tiny-qwen-audio")
 
@@ -112,7 +127,7 @@ def load(path: str) -> QwenAudioLM:
     import json
     import os
 
-    from fastadasp.models import convert
+    from fastadasp.models.qwen_audio_checkpoint import convert_qwen_audio_state_dict
 
     with open(os.path.join(path, "config.json")) as f:
         cfg = json.load(f)
@@ -127,8 +142,10 @@ def load(path: str) -> QwenAudioLM:
     if not state:
         raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin weights under {path}")
     layers, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
-    groups = convert.convert_qwen_audio_state_dict(state, layers, heads)
+    groups = convert_qwen_audio_state_dict(state, layers, heads)
     config = qwen2_config_for(layers, cfg["hidden_size"], heads, cfg["intermediate_size"] // 2, cfg["vocab_size"],
                               cfg.get("max_position_embeddings", 8192))
-    # The audio encoder weights stay in groups["audio"]; see the issue notes for why they are not mapped yet.
+    # The released encoder (groups["audio"]: v1's transformer.audio.* names) is not mapped onto QwenAudioEncoder:
+    # its key layout has not been matched against that module, so this model has no front-end and takes audio
+    # embeddings directly.
     return assemble(groups["decoder"], config, None, "qwen-audio")

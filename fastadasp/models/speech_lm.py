@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fastadasp.core.prompt import PromptInputs, synthetic_token_ids
+from fastadasp.models.audio_front_end import AudioFrontEnd, no_front_end
 from fastadasp.models.decoder import SpeechDecoder
 
 
@@ -36,7 +37,12 @@ class SpeechLM(nn.Module):
         return self.decoder.args
 
     def encode_audio(self, *args, **kwargs) -> torch.Tensor:
-        raise ValueError(f"model {self.name!r} has no audio front-end; pass audio embeddings directly")
+        raise no_front_end(self, "it is a plain decoder")
+
+    def audio_front_end(self) -> AudioFrontEnd:
+        """The module that computes encode_audio for a full-length clip, with its named inputs (what
+        audio_encoder.onnx is exported from). Raises ValueError for models without a front-end."""
+        raise no_front_end(self, "it is a plain decoder")
 
     def prompt_lora_scale(self, prompt_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The per-request LoRA scale [B, D] (WavLLM); other families have no prompt-aware LoRA."""
@@ -55,7 +61,7 @@ class SpeechLM(nn.Module):
 
     def synthetic_audio_features(self, batch_size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """Random front-end inputs, named like audio_encoder.onnx's inputs, in encode_audio's argument order."""
-        raise ValueError(f"model {self.name!r} has no audio front-end, so it has no audio features to draw")
+        return self.audio_front_end().synthetic_inputs(batch_size, gen)
 
     def _synthetic_audio(self, batch_size: int, audio_tokens: int, gen: torch.Generator) -> torch.Tensor:
         if self.has_audio_front_end:

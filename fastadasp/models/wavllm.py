@@ -6,7 +6,7 @@ the prompt -> relu -> clamp(max=3). The scale cannot be folded into fixed weight
 `lora_scale` as an input (and so will the exported prefill/decode graphs); `prompt_lora_scale` is the pass
 that produces it, reusing the decoder's own weights with the LoRA off.
 
-Released checkpoints are fairseq; `fastadasp.models.convert` maps their keys onto this layout.
+Released checkpoints are fairseq; fastadasp/models/wavllm_checkpoint.py maps their keys onto this layout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastadasp.core.shapes import DecoderArgs
+from fastadasp.models.audio_front_end import (
+    AudioFrontEnd,
+    AudioInput,
+    no_front_end,
+    waveform_samples,
+    whisper_frames,
+)
 from fastadasp.models.decoder import PromptLoRA, SpeechDecoder, hidden_states
 from fastadasp.models.llama import LLAMA2_7B
 from fastadasp.models.speech_lm import SpeechLM
@@ -123,7 +130,7 @@ class WavLLMAudioFrontEnd(nn.Module):
         return self.projection(torch.cat([a[:, :n], b[:, :n]], dim=-1))
 
 
-# Released key prefix -> our module path (convert.py's "audio" group keeps the released names).
+# Released key prefix -> our module path (wavllm_checkpoint.py's "audio" group keeps the released names).
 FRONT_END_KEY_MAP = (
     ("audio_encoder.model.", "whisper."),
     ("audio_encoder.", "whisper_branch."),
@@ -160,6 +167,25 @@ def released_front_end_state_dict(front_end: WavLLMAudioFrontEnd) -> dict[str, t
     return out
 
 
+class _NamedMelWaveInputs(nn.Module):
+    """front_end(mel, waveform) with its inputs named input_features, waveform (the exported graph's names)."""
+
+    def __init__(self, front_end: WavLLMAudioFrontEnd):
+        super().__init__()
+        self.front_end = front_end
+
+    def forward(self, input_features: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
+        return self.front_end(input_features, waveform)
+
+
+# WavLM's gated relative position bias splits a tensor in two; the torch.export-based exporter writes that as
+# opset-18 Split, and the onnx version converter has no adapter taking it down to 17 (it also fails on ReduceSum
+# axes given as a computed input). Below opset 18 the front-end is exported with the TorchScript exporter.
+_DYNAMO_MIN_OPSET = 18
+# Waveforms are drawn at speech-like amplitude for synthetic requests.
+_SYNTHETIC_WAVEFORM_STD = 0.1
+
+
 class WavLLMLM(SpeechLM):
     family = "wavllm"
     needs_lora_scale = True
@@ -182,16 +208,19 @@ class WavLLMLM(SpeechLM):
     @torch.no_grad()
     def encode_audio(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
         if self.front_end is None:
-            raise ValueError("this WavLLM was loaded without its audio front-end; pass audio embeddings directly")
+            raise no_front_end(self, "it was loaded without its Whisper/WavLM front-end")
         return self.front_end(mel, waveform)
 
-
-    def synthetic_audio_features(self, batch_size, gen):
+    def audio_front_end(self) -> AudioFrontEnd:
+        if self.front_end is None:
+            raise no_front_end(self, "it was loaded without its Whisper/WavLM front-end")
         w = self.front_end.whisper.config
-        frames = 2 * w.max_source_positions
-        mel = torch.randn(batch_size, w.num_mel_bins, frames, generator=gen)
-        waveform = torch.randn(batch_size, frames * 160, generator=gen) * 0.1  # 10 ms mel hop at 16 kHz
-        return {"input_features": mel, "waveform": waveform}
+        frames = whisper_frames(w)
+        inputs = {
+            "input_features": AudioInput((w.num_mel_bins, frames)),
+            "waveform": AudioInput((waveform_samples(frames),), synthetic_std=_SYNTHETIC_WAVEFORM_STD),
+        }
+        return AudioFrontEnd(_NamedMelWaveInputs(self.front_end), inputs, dynamo_min_opset=_DYNAMO_MIN_OPSET)
 
 
 def _lora_dims(args: DecoderArgs) -> tuple[dict[str, int], dict[str, int]]:
@@ -203,10 +232,10 @@ def _lora_dims(args: DecoderArgs) -> tuple[dict[str, int], dict[str, int]]:
 
 def assemble(groups: dict[str, dict[str, torch.Tensor]], llama_config, lora_rank: int, scale_inner: int,
              front_end: WavLLMAudioFrontEnd | None, name: str) -> WavLLMLM:
-    """Build the adapter from converted weight groups (see convert.convert_wavllm_state_dict)."""
+    """Build the adapter from converted weight groups (see wavllm_checkpoint.convert_wavllm_state_dict)."""
     from transformers import LlamaForCausalLM
 
-    from fastadasp.models.convert import permute_rotary
+    from fastadasp.models.checkpoint import permute_rotary
 
     llama = LlamaForCausalLM(llama_config).eval()
     llama.load_state_dict(groups["decoder"], strict=True)
@@ -259,39 +288,37 @@ TINY_SCALE_INNER = 32
 def build_tiny(seed: int = 0) -> WavLLMLM:
     """A tiny WavLLM whose weights come from a synthetic checkpoint with the released key names, through
     the same converter a real checkpoint goes through."""
-    from fastadasp.models import convert
+    from fastadasp.models.synthetic import wavllm_synthetic_state_dict
+    from fastadasp.models.wavllm_checkpoint import convert_wavllm_state_dict
 
     cfg = tiny_llama_config()
-    shape = convert.WavLLMDecoderShape(
-        num_layers=cfg.num_hidden_layers, hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
-        num_kv_heads=cfg.num_key_value_heads, intermediate_size=cfg.intermediate_size, vocab_size=cfg.vocab_size,
-        lora_rank=TINY_LORA_RANK,
-    )
+    args = DecoderArgs.from_hf_config(cfg)
     torch.manual_seed(seed)
-    synthetic = convert.wavllm_synthetic_state_dict(shape, seed=seed, scale_inner=TINY_SCALE_INNER)
-    groups = convert.convert_wavllm_state_dict(synthetic, shape)
+    synthetic = wavllm_synthetic_state_dict(args, TINY_LORA_RANK, seed=seed, scale_inner=TINY_SCALE_INNER)
+    groups = convert_wavllm_state_dict(synthetic, args, TINY_LORA_RANK)
     torch.manual_seed(seed)
     return assemble(groups, cfg, TINY_LORA_RANK, TINY_SCALE_INNER, tiny_front_end(cfg.hidden_size), "tiny-wavllm")
 
 
 def load(path: str) -> WavLLMLM:
     """Load a released WavLLM fairseq checkpoint (a local .pt file) through the key converter."""
-    from fastadasp.models import convert
     from transformers import LlamaConfig
+
+    from fastadasp.models.wavllm_checkpoint import convert_wavllm_state_dict, infer_wavllm_shape
 
     state = torch.load(path, map_location="cpu", weights_only=False)
     state = state.get("model", state)
-    shape = convert.infer_wavllm_shape(state)
-    groups = convert.convert_wavllm_state_dict(state, shape)
+    args, lora_rank = infer_wavllm_shape(state)
+    groups = convert_wavllm_state_dict(state, args, lora_rank)
     cfg = LlamaConfig(
-        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers, num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads, max_position_embeddings=8192, tie_word_embeddings=False,
+        vocab_size=args.vocab_size, hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.num_layers, num_attention_heads=args.num_heads, head_dim=args.head_dim,
+        num_key_value_heads=args.num_kv_heads, max_position_embeddings=8192, tie_word_embeddings=False,
         rms_norm_eps=1e-6,  # the release's LLaMA never overrides Meta's default norm_eps
     )
     inner = groups["prompt_scale"]["fc1.weight"].shape[0]
-    front_end = released_front_end(groups["audio"], shape.hidden_size) if groups["audio"] else None
-    return assemble(groups, cfg, shape.lora_rank, inner, front_end, "wavllm")
+    front_end = released_front_end(groups["audio"], args.hidden_size) if groups["audio"] else None
+    return assemble(groups, cfg, lora_rank, inner, front_end, "wavllm")
 
 
 def released_front_end(audio_group: dict[str, torch.Tensor], hidden_size: int) -> WavLLMAudioFrontEnd:

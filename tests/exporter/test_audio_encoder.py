@@ -1,8 +1,9 @@
 """The audio front-end ONNX graph: parity with encode_audio under ONNX Runtime, a valid graph, a manifest IO
-description that matches the graph, and clean failures."""
+description that matches the graph, quiet exporters, and clean failures."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -12,11 +13,12 @@ import torch
 from onnx import TensorProto
 
 import fastadasp.exporter.audio_encoder as ae
+from export_checks import AUDIO_ENCODER_LOGGER, collect_logs
 from fastadasp.exporter.audio_encoder import export_audio_encoder, run_audio_encoder_onnx
-from fastadasp.models.registry import build_model
 
 AUDIO_PRESETS = ["tiny-qwen2-audio", "tiny-qwen-audio", "tiny-wavllm"]
-# Input shapes (without the batch) each preset's encoder is built for: see the adapters' _synthetic_audio.
+# Input shapes (without the batch) each preset's encoder is built for: 2 x max_source_positions mel frames
+# (fastadasp/models/audio_front_end.py) and, for WavLLM, 160 waveform samples per frame.
 EXPECTED_INPUTS = {
     "tiny-qwen2-audio": {"input_features": [16, 120]},
     "tiny-qwen-audio": {"input_features": [16, 120]},
@@ -25,29 +27,14 @@ EXPECTED_INPUTS = {
 FP32_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def models():
-    cache = {}
+@pytest.fixture
+def exported(exports):
+    """preset -> (lm, path, manifest entry) of the session's opset-17 export."""
 
     def get(name):
-        if name not in cache:
-            cache[name] = build_model(name, seed=0)
-        return cache[name]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def exported(models, tmp_path_factory):
-    """preset -> (lm, path, io dict); each graph exported once for the module."""
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            lm = models(name)
-            path = tmp_path_factory.mktemp(name) / "audio_encoder.onnx"
-            cache[name] = (lm, path, export_audio_encoder(lm, path))
-        return cache[name]
+        run = exports(name)
+        entry = run.manifest.graphs["audio_encoder"]
+        return run.lm, run.directory / entry.file, entry
 
     return get
 
@@ -62,10 +49,7 @@ def random_inputs(io, batch: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def reference(lm, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    tensors = [torch.from_numpy(inputs["input_features"])]
-    if lm.family == "wavllm":
-        tensors.append(torch.from_numpy(inputs["waveform"]))
-    return lm.encode_audio(*tensors).numpy()
+    return lm.encode_audio(*(torch.from_numpy(inputs[name]) for name in lm.audio_front_end().inputs)).numpy()
 
 
 def dims(value_info) -> list:
@@ -95,6 +79,7 @@ def test_graph_is_valid_and_io_dict_matches(exported, name):
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
     assert io.file == "audio_encoder.onnx" == os.path.basename(path)
+    assert io.files == ["audio_encoder.onnx"]  # small weights stay inside the graph
     assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
 
     graph_inputs = {v.name: v for v in model.graph.input}
@@ -124,13 +109,13 @@ def test_graph_is_valid_and_io_dict_matches(exported, name):
     assert [o.shape for o in sess.get_outputs()] == [io.outputs["audio_embeds"].shape]
 
 
-def test_models_without_front_end_raise(models, tmp_path):
+def test_models_without_front_end_raise(tiny, tmp_path):
     from fastadasp.models.qwen_audio import QwenAudioLM
     from fastadasp.models.wavllm import WavLLMLM
 
-    qa, wl = models("tiny-qwen-audio"), models("tiny-wavllm")
+    qa, wl = tiny("tiny-qwen-audio"), tiny("tiny-wavllm")
     no_front_end = [
-        models("tiny-llama"),
+        tiny("tiny-llama"),
         QwenAudioLM(qa.hf_model, None, name="qwen-audio-no-encoder"),
         WavLLMLM(wl.hf_model, wl.decoder.lora, wl.scale_net, None, name="wavllm-no-front-end"),
     ]
@@ -140,7 +125,7 @@ def test_models_without_front_end_raise(models, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_failed_export_leaves_nothing_behind(models, tmp_path, monkeypatch):
+def test_failed_export_leaves_nothing_behind(tiny, tmp_path, monkeypatch):
     target = tmp_path / "audio_encoder.onnx"
     target.write_bytes(b"previous graph")
 
@@ -152,20 +137,21 @@ def test_failed_export_leaves_nothing_behind(models, tmp_path, monkeypatch):
     monkeypatch.setattr(ae, "_export_dynamo", half_written)
     monkeypatch.setattr(ae, "_export_torchscript", half_written)
     with pytest.raises(RuntimeError, match="exporter crashed"):
-        export_audio_encoder(models("tiny-qwen-audio"), target)
+        export_audio_encoder(tiny("tiny-qwen-audio"), target)
     assert os.listdir(tmp_path) == ["audio_encoder.onnx"]
     assert target.read_bytes() == b"previous graph"
 
 
-def test_falls_back_when_first_exporter_fails(models, tmp_path, monkeypatch):
+def test_falls_back_when_first_exporter_fails(tiny, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("dynamo unavailable")
 
     monkeypatch.setattr(ae, "_export_dynamo", broken)
-    lm = models("tiny-qwen-audio")
+    lm = tiny("tiny-qwen-audio")
     path = tmp_path / "enc.onnx"
     io = export_audio_encoder(lm, path)
     assert os.listdir(tmp_path) == ["enc.onnx"]
+    assert io.external_data is None
     inputs = random_inputs(io, 2, seed=3)
     assert np.abs(run_audio_encoder_onnx(path, **inputs) - reference(lm, inputs)).max() <= FP32_TOL
 
@@ -176,3 +162,40 @@ def test_run_rejects_wrong_inputs(exported):
     del inputs["waveform"]
     with pytest.raises(ValueError, match="waveform"):
         run_audio_encoder_onnx(path, **inputs)
+
+
+def test_exporters_expected_notices_go_to_debug(exports):
+    """A dynamo export below opset 18 makes torch announce opset 18 and skip torchvision operators; none of it
+    reaches the exporters' handlers (the user's terminal), all of it is kept at DEBUG."""
+    run = exports("tiny-qwen-audio")  # dynamo, opset 17
+    assert [r.getMessage() for r in run.shown] == []
+    demoted = " ".join(r.getMessage() for r in run.debug if r.levelno == logging.DEBUG)
+    assert "Setting ONNX exporter to use operator set version 18" in demoted
+    assert "torchvision is not installed" in demoted
+
+
+def test_exporter_errors_and_unexpected_warnings_are_passed_on():
+    compat = logging.getLogger("torch.onnx._internal.exporter._compat")
+    converter = logging.getLogger("onnxscript.version_converter")
+    with collect_logs() as (shown, debug), ae._exporter_notices_to_debug():
+        compat.warning("Setting ONNX exporter to use operator set version 18 because ...")
+        compat.warning("an unexpected warning")
+        compat.error("a real error")
+        converter.warning("Skipping version conversion for node Split")
+        converter.error("a real converter error")
+    assert [(r.levelname, r.getMessage()) for r in shown] == [
+        ("WARNING", "an unexpected warning"), ("ERROR", "a real error"), ("ERROR", "a real converter error")]
+    assert all(r.name == AUDIO_ENCODER_LOGGER and r.levelno == logging.DEBUG for r in debug)
+    assert len(debug) == 2
+
+
+def test_adapter_front_end_matches_encode_audio(tiny):
+    """The module each adapter hands the exporter computes encode_audio for the full-length clip."""
+    for name in AUDIO_PRESETS:
+        lm = tiny(name)
+        front_end = lm.audio_front_end()
+        features = lm.synthetic_audio_features(2, torch.Generator().manual_seed(1))
+        assert list(features) == list(front_end.inputs) == list(EXPECTED_INPUTS[name])
+        assert {k: list(v.shape[1:]) for k, v in features.items()} == EXPECTED_INPUTS[name]
+        with torch.no_grad():
+            torch.testing.assert_close(front_end.module(*features.values()), lm.encode_audio(*features.values()))

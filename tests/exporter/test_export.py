@@ -1,4 +1,4 @@
-"""export-engine end to end: files, manifest contract, atomicity, errors, external data."""
+"""export-engine end to end: files, manifest contract, every accepted opset, atomicity, errors, external data."""
 
 import json
 
@@ -6,14 +6,22 @@ import onnx
 import pytest
 import torch
 
+from export_checks import reduced_case
 from fastadasp.cli import export_engine_main
-from fastadasp.exporter import export as export_module
 from fastadasp.core.manifest import AudioTokenRange, Manifest, ManifestError
-from fastadasp.exporter.export import ExportConfig, export_model
+from fastadasp.exporter import export as export_module
+from fastadasp.exporter.audio_encoder import run_audio_encoder_onnx
+from fastadasp.exporter.export import MAX_OPSET, MIN_OPSET, ExportConfig, export_model
 from fastadasp.reduction.schedule import make_schedule
 from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
+
+FP32_TOL = 1e-4
+# One export per accepted opset, the presets' front-ends spread over them: WavLLM's goes through the
+# TorchScript exporter at 17 and through torch.export from 18 (see WavLLMLM.audio_front_end).
+OPSET_PRESETS = {17: "tiny-wavllm", 18: "tiny-wavllm", 19: "tiny-qwen-audio", 20: "tiny-qwen2-audio",
+                 21: "tiny-qwen-audio"}
 
 
 def _export(lm, out, **kw):
@@ -24,12 +32,12 @@ def _export(lm, out, **kw):
 
 
 def test_cli_writes_graphs_and_manifest_and_explains_missing_engines(tmp_path, capsys, monkeypatch):
-    from fastadasp.engines import builder
+    from fastadasp.engines import toolkit
 
     def no_toolkit(name):  # this machine has no TensorRT and no TensorRT-RTX, whatever is installed
         raise ImportError(f"simulated: {name} is not installed")
 
-    monkeypatch.setattr(builder, "_import_module", no_toolkit)
+    monkeypatch.setattr(toolkit, "_import_module", no_toolkit)
     out = tmp_path / "exp"
     code = export_engine_main(["--model", "tiny-qwen2-audio", "--schedule", "decay", "--start-layer", "1",
                                "--flops-target", "0.3", "--audio-tokens-range", "1:300:512", "--out", str(out)])
@@ -50,15 +58,58 @@ def test_cli_writes_graphs_and_manifest_and_explains_missing_engines(tmp_path, c
     assert [f.name for f in prefill.functions] == ["WeightedMerge"]
 
 
-def test_runtime_from_export_matches_torch(tmp_path, tiny):
-    lm = tiny("tiny-wavllm")
-    schedule, manifest = _export(lm, tmp_path)
-    assert manifest.graphs["prefill"].inputs["lora_scale"].shape == ["batch", lm.args.hidden_size]
-    backend = OnnxRuntimeBackend.from_export(tmp_path)
+def test_runtime_from_export_matches_torch(exports):
+    run = exports("tiny-wavllm")
+    lm = run.lm
+    assert run.manifest.graphs["prefill"].inputs["lora_scale"].shape == ["batch", lm.args.hidden_size]
     inputs = lm.synthetic_prompt(batch_size=2, seed=9)
     config = GenerationConfig(max_new_tokens=16, num_beams=3)
-    assert generate(backend, inputs, config).sequences.tolist() == \
-        generate(TorchBackend(lm.decoder, schedule), inputs, config).sequences.tolist()
+    expected = generate(TorchBackend(lm.decoder, run.schedule), inputs, config).sequences  # before ONNX Runtime
+    backend = OnnxRuntimeBackend.from_export(run.directory)
+    assert generate(backend, inputs, config).sequences.tolist() == expected.tolist()
+
+
+def test_opset_presets_cover_every_accepted_opset():
+    assert sorted(OPSET_PRESETS) == list(range(MIN_OPSET, MAX_OPSET + 1))
+
+
+def _default_opset(opset_imports) -> int:
+    return {o.domain: o.version for o in opset_imports}[""]
+
+
+@pytest.mark.parametrize("opset", sorted(OPSET_PRESETS))
+def test_every_accepted_opset_passes_the_full_checker_and_matches_torch(exports, opset):
+    run = exports(OPSET_PRESETS[opset], opset)
+    lm = run.lm
+    assert run.manifest.opset == opset
+    assert set(run.manifest.graphs) == {"prefill", "decode", "audio_encoder"}
+    for entry in run.manifest.graphs.values():
+        path = run.directory / entry.file
+        onnx.checker.check_model(str(path), full_check=True)
+        model = onnx.load(str(path), load_external_data=False)
+        assert _default_opset(model.opset_import) == opset
+        for function in model.functions:  # a model-local function imports the model's opset
+            assert _default_opset(function.opset_import) == opset, function.name
+
+    # The PyTorch references first (see tests/exporter/test_graphs.py on ONNX Runtime's spinning threads).
+    inputs, reference, expected = reduced_case(lm, 11, "reference", run.schedule.ratios)
+    config = GenerationConfig(max_new_tokens=8)
+    tokens = generate(TorchBackend(lm.decoder, run.schedule), inputs, config).sequences
+    features = lm.synthetic_audio_features(2, torch.Generator().manual_seed(opset))
+    want = lm.encode_audio(*features.values()).numpy()
+
+    # Prefill (reduced, margin-controlled request) and greedy decode.
+    backend = OnnxRuntimeBackend.from_export(run.directory)
+    result = backend.prefill(inputs, max_new_tokens=8)
+    torch.testing.assert_close(result.logits, expected.logits, rtol=FP32_TOL, atol=FP32_TOL)
+    assert backend.cache.lengths == reference.cache.lengths
+    assert generate(backend, inputs, config).sequences.tolist() == tokens.tolist()
+
+    # The audio front-end against encode_audio.
+    got = run_audio_encoder_onnx(run.directory / run.manifest.graphs["audio_encoder"].file,
+                                 **{k: v.numpy() for k, v in features.items()})
+    assert got.shape == want.shape
+    assert float(abs(got - want).max()) <= FP32_TOL
 
 
 def test_manifest_mismatch_is_refused(tmp_path, tiny):

@@ -15,7 +15,7 @@ def _request(lm, batch, seed=0):
     """A request plus, for Qwen2-Audio, the mel features HF needs to rebuild the same audio embeddings."""
     if lm.family == "qwen2-audio":
         g = torch.Generator().manual_seed(seed)
-        feats = torch.randn(batch, lm.num_mel_bins, lm.feature_frames, generator=g)
+        feats = lm.synthetic_audio_features(batch, g)["input_features"]
         prefix = torch.randint(0, 300, (batch, 5), generator=g)
         suffix = torch.randint(0, 300, (batch, 3), generator=g)
         return PromptInputs(prefix, lm.encode_audio(feats), suffix), feats
