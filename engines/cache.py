@@ -5,11 +5,14 @@ the ONNX file's bytes (and any external-data files it references), the shape pro
 the toolkit flavor and version, the build target (compute capability; for TensorRT also the local GPU),
 the workspace limit and the bytes of every plugin library. Layout under ``root``::
 
-    <key>.engine        one engine per key (written to a temp file, then renamed into place)
-    index.json          key -> metadata (source, profile, precision, toolkit, size, build time...)
-    .locks/<key>.lock   fcntl.flock'ed while a process builds that key; index.lock guards index.json
+    <key>.engine                      one engine per key (built in a private folder, then renamed into place)
+    index.json                        key -> metadata (source, profile, precision, toolkit, size, build time...)
+    .locks/<key>.lock                 fcntl.flock'ed while a process builds that key; index.lock guards index.json
+    .<key16>.pid<pid>.<rnd>.building  the private folder of a build in progress
 
 Two processes asking for the same key build it once: the second waits on the lock and then finds the engine.
+A build folder whose process has exited (killed before it could clean up) is removed by the next
+:class:`EngineCache` opened on the same root.
 """
 
 from __future__ import annotations
@@ -21,48 +24,24 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from fastadasp.engines.builder import (
-    PRECISIONS,
-    ShapeProfile,
-    ToolkitInfo,
-    build_engine,
-    describe_toolkit,
-    normalize_compute_capability,
-)
+from fastadasp.core.dtypes import precision as precision_info
+from fastadasp.core.files import atomic_write_text, sha256_file
+from fastadasp.engines.builder import build_engine
+from fastadasp.engines.profile import ShapeProfile
+from fastadasp.engines.toolkit import ToolkitInfo, describe_toolkit, normalize_compute_capability
+from fastadasp.engines.util import remove_stale_temps, temp_dir
 
 log = logging.getLogger("fastadasp.engines")
 
-__all__ = ["EngineCache", "file_sha256", "onnx_external_data_files"]
+__all__ = ["CachedEngine", "EngineCache", "onnx_external_data_files"]
 
 INDEX_NAME = "index.json"
 KEY_SCHEMA = 1
-
-_hash_memo: dict[tuple, str] = {}
-_hash_memo_lock = threading.Lock()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, memoized per (path, inode, size, mtime) within this process."""
-    real = os.path.realpath(os.fspath(path))
-    st = os.stat(real)
-    memo_key = (real, st.st_ino, st.st_size, st.st_mtime_ns)
-    with _hash_memo_lock:
-        if memo_key in _hash_memo:
-            return _hash_memo[memo_key]
-    h = hashlib.sha256()
-    with open(real, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    digest = h.hexdigest()
-    with _hash_memo_lock:
-        _hash_memo[memo_key] = digest
-    return digest
 
 
 def onnx_external_data_files(onnx_path: str | os.PathLike) -> list[Path]:
@@ -104,20 +83,6 @@ def onnx_external_data_files(onnx_path: str | os.PathLike) -> list[Path]:
     return sorted(base / loc for loc in locations)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def _flock(path: Path, what: str):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,21 +101,34 @@ def _flock(path: Path, what: str):
 Builder = Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class CachedEngine:
+    """What :meth:`EngineCache.get_or_build` found or made."""
+
+    path: Path  # the engine inside the cache
+    key: str
+    built: bool  # False: reused (built earlier, or by another process while this one waited)
+    seconds: float  # time get_or_build took, waiting and building included
+
+
 class EngineCache:
     """Engines keyed by everything that shapes them; see the module docstring.
 
     ``toolkit`` identifies the builder in keys; left out, it is read from the installed TensorRT /
-    TensorRT-RTX (:func:`describe_toolkit`, optionally restricted to ``flavor``) on first use. The
-    ``builder`` passed to :meth:`get_or_build` is called as
-    ``builder(onnx_path, engine_path, profile, precision=..., compute_capability=..., workspace_bytes=...,
-    plugin_libraries=[...], progress=..., flavor=...)`` and must write the engine to ``engine_path``.
+    TensorRT-RTX (:func:`describe_toolkit`, optionally restricted to ``flavor``) on first use. ``builder``
+    (default :func:`build_engine`) is called as ``builder(onnx_path, engine_path, profile, precision=...,
+    compute_capability=..., workspace_bytes=..., plugin_libraries=[...], progress=..., flavor=...)`` (plus
+    ``label=...`` when the caller gives one) and must write the engine to ``engine_path``.
     """
 
-    def __init__(self, root: str | os.PathLike, *, toolkit: ToolkitInfo | None = None, flavor: str | None = None):
+    def __init__(self, root: str | os.PathLike, *, toolkit: ToolkitInfo | None = None, flavor: str | None = None,
+                 builder: Builder | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._toolkit = toolkit
         self._flavor = flavor
+        self.builder = builder or build_engine
+        remove_stale_temps(self.root)
 
     # ---------------------------------------------------------------- keys
     @property
@@ -162,16 +140,15 @@ class EngineCache:
     def key_fields(self, onnx_path, profile: ShapeProfile, precision: str = "fp32",
                    compute_capability: str | None = None, *, plugin_libraries: Iterable = (),
                    workspace_bytes: int | None = None) -> dict:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        precision_info(precision)  # an unknown name is an InvalidOption
         onnx_path = Path(onnx_path)
         tk = self.toolkit
         external = [
-            {"file": p.name, "sha256": file_sha256(p)} for p in onnx_external_data_files(onnx_path) if p.is_file()
+            {"file": p.name, "sha256": sha256_file(p)} for p in onnx_external_data_files(onnx_path) if p.is_file()
         ]
         return {
             "schema": KEY_SCHEMA,
-            "onnx_sha256": file_sha256(onnx_path),
+            "onnx_sha256": sha256_file(onnx_path),
             "external_data": external,
             "profile": profile.to_json(),
             "precision": precision,
@@ -180,7 +157,7 @@ class EngineCache:
             "device": tk.device,
             "compute_capability": normalize_compute_capability(compute_capability) or "default",
             "workspace_bytes": workspace_bytes,
-            "plugins": [file_sha256(p) for p in plugin_libraries],
+            "plugins": [sha256_file(p) for p in plugin_libraries],
         }
 
     @staticmethod
@@ -193,16 +170,6 @@ class EngineCache:
 
     def path_for_key(self, key: str) -> Path:
         return self.root / f"{key}.engine"
-
-    def has(self, key: str) -> bool:
-        """Whether a complete engine is cached under `key` (get_or_build would not build)."""
-        path = self.path_for_key(key)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return False
-        entry = self.entries().get(key)
-        return size > 0 and (entry is None or entry.get("bytes") in (None, size))
 
     # ---------------------------------------------------------------- index
     @property
@@ -224,8 +191,8 @@ class EngineCache:
         with _flock(self.root / ".locks" / "index.lock", "the engine index lock"):
             engines = self.entries()
             engines[key] = meta
-            _atomic_write_text(self.index_path, json.dumps({"schema": KEY_SCHEMA, "engines": engines},
-                                                           indent=2, sort_keys=True) + "\n")
+            atomic_write_text(self.index_path, json.dumps({"schema": KEY_SCHEMA, "engines": engines},
+                                                          indent=2, sort_keys=True) + "\n")
 
     # ---------------------------------------------------------------- build
     def get_or_build(
@@ -234,43 +201,57 @@ class EngineCache:
         profile: ShapeProfile,
         precision: str = "fp32",
         compute_capability: str | None = None,
-        builder: Builder = build_engine,
+        builder: Builder | None = None,
         *,
         plugin_libraries: Iterable[str | os.PathLike] = (),
         workspace_bytes: int | None = None,
         progress: bool = True,
-    ) -> Path:
-        """Path of the engine for these inputs, building it (once, across processes) when it is not cached."""
+        label: str | None = None,
+    ) -> CachedEngine:
+        """The engine for these inputs, building it (once, across processes) when it is not cached.
+
+        ``builder`` overrides the cache's builder for this call; ``label`` names the build in progress lines.
+        """
+        t0 = time.perf_counter()
         plugin_libraries = [os.fspath(p) for p in plugin_libraries]
         fields = self.key_fields(onnx_path, profile, precision, compute_capability,
                                  plugin_libraries=plugin_libraries, workspace_bytes=workspace_bytes)
         key = self.key_of(fields)
         path = self.path_for_key(key)
-        if self._hit(key, path, fields, onnx_path, plugin_libraries):
-            return path
-        with _flock(self.root / ".locks" / f"{key}.lock", f"the build of {path.name}"):
-            if self._hit(key, path, fields, onnx_path, plugin_libraries):  # built by another process while we waited
-                return path
-            # The builder writes into a private folder on the same file system; only a complete engine is
-            # renamed into place, and the folder goes away whatever happens.
-            build_dir = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".building", dir=self.root))
-            tmp = build_dir / path.name
-            t0 = time.perf_counter()
-            try:
-                report = builder(Path(onnx_path), tmp, profile, precision=precision,
-                                 compute_capability=compute_capability, workspace_bytes=workspace_bytes,
-                                 plugin_libraries=plugin_libraries, progress=progress, flavor=self.toolkit.flavor)
-                if not tmp.is_file() or tmp.stat().st_size == 0:
-                    raise RuntimeError(f"builder {getattr(builder, '__name__', builder)!r} wrote no engine")
-                os.replace(tmp, path)
-            finally:
-                shutil.rmtree(build_dir, ignore_errors=True)
-            meta = self._metadata(fields, onnx_path, plugin_libraries, path, time.perf_counter() - t0, report)
-            self._record(key, meta)
-            log.info("engine cache: built %s", path)
-            return path
+        source = _Source(fields, Path(onnx_path), plugin_libraries)
 
-    def _hit(self, key: str, path: Path, fields: dict, onnx_path, plugin_libraries) -> bool:
+        def result(built: bool) -> CachedEngine:
+            return CachedEngine(path, key, built, time.perf_counter() - t0)
+
+        if self._hit(key, path, source):
+            return result(built=False)
+        with _flock(self.root / ".locks" / f"{key}.lock", f"the build of {path.name}"):
+            if self._hit(key, path, source):  # built by another process while we waited
+                return result(built=False)
+            build = dict(precision=precision, compute_capability=compute_capability, workspace_bytes=workspace_bytes,
+                         plugin_libraries=plugin_libraries, progress=progress, flavor=self.toolkit.flavor)
+            if label is not None:
+                build["label"] = label
+            report = self._build(builder or self.builder, source.onnx_path, profile, path, build)
+            self._record(key, _metadata(source, path, time.perf_counter() - t0, report))
+            log.info("engine cache: built %s", path)
+            return result(built=True)
+
+    def _build(self, builder: Builder, onnx_path: Path, profile: ShapeProfile, path: Path, build: dict):
+        """Run `builder` in a private folder on the cache's file system and rename only a complete engine into
+        place; the folder goes away whatever happens (error, interrupt)."""
+        build_dir = temp_dir(self.root, path.stem[:16])
+        tmp = build_dir / path.name
+        try:
+            report = builder(onnx_path, tmp, profile, **build)
+            if not tmp.is_file() or tmp.stat().st_size == 0:
+                raise RuntimeError(f"builder {getattr(builder, '__name__', builder)!r} wrote no engine")
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(build_dir, ignore_errors=True)
+        return report
+
+    def _hit(self, key: str, path: Path, source: "_Source") -> bool:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -282,20 +263,29 @@ class EngineCache:
             log.warning("engine cache: %s has %d bytes but the index says %s; rebuilding", path, size, entry["bytes"])
             return False
         if entry is None:  # engine present but index lost or written by an older run: re-index it
-            self._record(key, self._metadata(fields, onnx_path, plugin_libraries, path, None, None))
+            self._record(key, _metadata(source, path, None, None))
         return True
 
-    @staticmethod
-    def _metadata(fields, onnx_path, plugin_libraries, path: Path, seconds, report) -> dict:
-        meta = {k: v for k, v in fields.items() if k != "schema"}
-        meta.update(
-            engine=path.name,
-            onnx_path=os.path.abspath(os.fspath(onnx_path)),
-            plugin_libraries=[os.path.abspath(p) for p in plugin_libraries],
-            bytes=path.stat().st_size,
-            build_seconds=None if seconds is None else round(seconds, 3),
-            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        if report is not None and getattr(report, "compute_capability", None):
-            meta["built_compute_capability"] = report.compute_capability
-        return meta
+
+@dataclass(frozen=True)
+class _Source:
+    """What an engine was built from, as recorded in the index."""
+
+    fields: dict
+    onnx_path: Path
+    plugin_libraries: list[str]
+
+
+def _metadata(source: _Source, path: Path, seconds: float | None, report) -> dict:
+    meta = {k: v for k, v in source.fields.items() if k != "schema"}
+    meta.update(
+        engine=path.name,
+        onnx_path=os.path.abspath(source.onnx_path),
+        plugin_libraries=[os.path.abspath(p) for p in source.plugin_libraries],
+        bytes=path.stat().st_size,
+        build_seconds=None if seconds is None else round(seconds, 3),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    if report is not None and getattr(report, "compute_capability", None):
+        meta["built_compute_capability"] = report.compute_capability
+    return meta

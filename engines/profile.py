@@ -1,4 +1,4 @@
-"""TensorRT optimization profiles implied by a manifest: what shapes each engine must accept.
+"""Optimization profiles: the shapes an engine accepts, and the ones a manifest's graphs need.
 
 Audio lengths come from the manifest's audio_tokens_range; a layer's KV length follows the manifest's
 length rule, which is monotone in N, so the longest input bounds every layer's capacity.
@@ -6,12 +6,55 @@ length rule, which is monotone in N, so the longest input bounds every layer's c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from fastadasp.core.errors import InvalidOption
 from fastadasp.core.manifest import Manifest
-from fastadasp.engines.builder import ShapeProfile
-from fastadasp.reduction.schedule import span_lengths_for_ratios
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class ShapeProfile:
+    """One optimization profile: input name -> (min_shape, opt_shape, max_shape)."""
+
+    inputs: dict[str, tuple[Shape, Shape, Shape]]
+
+    def __post_init__(self):
+        self.inputs = {str(name): _checked(name, shapes) for name, shapes in self.inputs.items()}
+
+    def to_json(self) -> dict[str, list[list[int]]]:
+        return {k: [list(s) for s in v] for k, v in sorted(self.inputs.items())}
+
+
+def _checked(name: str, shapes) -> tuple[Shape, Shape, Shape]:
+    if len(shapes) != 3:
+        raise ValueError(f"profile for input {name!r} needs (min, opt, max) shapes, got {shapes!r}")
+    mn, opt, mx = (tuple(int(d) for d in s) for s in shapes)
+    if not len(mn) == len(opt) == len(mx):
+        raise ValueError(f"profile for input {name!r}: min/opt/max ranks differ: {mn}, {opt}, {mx}")
+    if any(d < 0 for d in mn) or not all(a <= b <= c for a, b, c in zip(mn, opt, mx)):
+        raise ValueError(f"profile for input {name!r} must satisfy 0 <= min <= opt <= max per dimension: "
+                         f"min={mn} opt={opt} max={mx}")
+    return mn, opt, mx
+
+
+# --------------------------------------------------------------------------------------------- from a manifest
+
+
+def _check_bounds(**bounds: int) -> None:
+    """Profile bounds come from options (--max-batch ...); name the option rather than an input's shape."""
+    for name, value in bounds.items():
+        if value < 1:
+            raise InvalidOption(f"--{name.replace('_', '-')} must be >= 1, got {value}")
 
 
 def prefill_profile(manifest: Manifest, max_batch: int, max_text_tokens: int, opt_text_tokens: int = 64) -> ShapeProfile:
+    """prefix_ids [B, P], audio_embeds [B, N, D], suffix_ids [B, S] (+ lora_scale [B, D]).
+
+    B <= max_batch, P and S <= max_text_tokens, N within the manifest's audio_tokens_range.
+    """
+    _check_bounds(max_batch=max_batch, max_text_tokens=max_text_tokens)
     d = manifest.model.args.hidden_size
     n = manifest.audio_tokens_range
     opt_text = min(opt_text_tokens, max_text_tokens)
@@ -28,6 +71,14 @@ def prefill_profile(manifest: Manifest, max_batch: int, max_text_tokens: int, op
 
 def decode_profile(manifest: Manifest, max_batch: int, max_text_tokens: int, max_new_tokens: int,
                    opt_text_tokens: int = 64) -> ShapeProfile:
+    """input_ids / position_ids [B, 1], cache_lengths [L], past.{i}.key/value [B, Hkv, C_i, d].
+
+    C_i <= max_text_tokens + n_i(N max) + max_new_tokens: layer i's capacity for the longest prompt.
+    """
+    # The reduction package imports torch; only this function needs its length rule.
+    from fastadasp.reduction.schedule import span_lengths_for_ratios
+
+    _check_bounds(max_batch=max_batch, max_text_tokens=max_text_tokens, max_new_tokens=max_new_tokens)
     args = manifest.model.args
     n = manifest.audio_tokens_range
     d, hkv, layers = args.hidden_size, args.num_kv_heads, args.num_layers
@@ -51,6 +102,7 @@ def decode_profile(manifest: Manifest, max_batch: int, max_text_tokens: int, max
 
 def audio_encoder_profile(manifest: Manifest, max_batch: int) -> ShapeProfile:
     """Every front-end dim is static except the batch ("batch")."""
+    _check_bounds(max_batch=max_batch)
     inputs = {}
     for name, spec in manifest.graphs["audio_encoder"].inputs.items():
         dims = [(1, 1, max_batch) if d == "batch" else (d, d, d) for d in spec.shape]
@@ -60,6 +112,7 @@ def audio_encoder_profile(manifest: Manifest, max_batch: int) -> ShapeProfile:
 
 def profiles_for_manifest(manifest: Manifest, max_batch: int, max_text_tokens: int,
                           max_new_tokens: int) -> dict[str, ShapeProfile]:
+    """role ("prefill", "decode", "audio_encoder" when exported) -> the profile its engine is built for."""
     profiles = {
         "prefill": prefill_profile(manifest, max_batch, max_text_tokens),
         "decode": decode_profile(manifest, max_batch, max_text_tokens, max_new_tokens),
