@@ -114,6 +114,7 @@ def _run_steps(job: _Build, onnx_path: Path, engine_path: Path, profile: ShapePr
     compute capability the engine was built for."""
     builder, network, _parser = _parse_step(job, onnx_path, plugin_libraries, precision)
     config = builder.create_builder_config()
+    _embed_plugins(job, config, network, plugin_libraries)
     _set_precision(job, config, network, precision)
     built_cc = _set_target(job, config, cc)
     if workspace_bytes is not None:
@@ -147,6 +148,22 @@ def _parse_step(job: _Build, onnx_path: Path, plugin_libraries, precision: str):
     if errors:
         raise job.error("ONNX parse failed: " + " | ".join(errors), with_log=False)
     return builder, network, parser
+
+
+def _embed_plugins(job: _Build, config, network, plugin_libraries) -> None:
+    """Serialise the plugin library into engines whose network uses it (a version-compatible plan that needs no
+    plugin file at run time), where the toolkit allows; graphs without WeightedMerge nodes stay plain."""
+    libraries = [os.fspath(p) for p in plugin_libraries]
+    plugin_type = getattr(job.trt.LayerType, "PLUGIN_V3", None)
+    if not libraries or plugin_type is None:
+        return
+    if not any(network.get_layer(i).type == plugin_type for i in range(network.num_layers)):
+        return
+    from fastadasp.plugins import configure_builder_for_plugin
+
+    for library in libraries:
+        applied = configure_builder_for_plugin(job.trt, config, library)
+        job.progress(f"plugin {Path(library).name}: " + (applied.get("unsupported") or "serialised into the engine"))
 
 
 def _set_precision(job: _Build, config, network, precision: str) -> None:
