@@ -16,3 +16,11 @@ fi
 # only its headers are used, and its dependencies would pull in ~1 GB (triton).
 "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('kernel_lens') is None)" 2>/dev/null \
   || "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt "kernel-lens==2.0.1"
+# C++ runtime (runtime/cpp): CMake, a C++17 compiler, nlohmann_json and GoogleTest from the distribution.
+if command -v apt-get >/dev/null 2>&1 && ! { [ -f /usr/include/nlohmann/json.hpp ] && [ -f /usr/include/gtest/gtest.h ]; }; then
+  echo "[setup] installing cmake, g++, nlohmann-json3-dev, libgtest-dev for the C++ runtime..." >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+  $SUDO apt-get install -y -qq cmake g++ nlohmann-json3-dev libgtest-dev >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq cmake g++ nlohmann-json3-dev libgtest-dev >/dev/null; } \
+    || echo "[setup] could not install the C++ runtime's packages; its tests will skip with the reason" >&2
+fi
