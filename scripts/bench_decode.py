@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
         print(f"[bench] exporting {label} graphs...")
         export_model(lm, schedule, work / label, ExportConfig(audio_tokens=token_range, include_audio_encoder=False),
                      progress=lambda _: None)
-        backends[label] = OnnxRuntimeBackend.from_export(work / label, threads=args.threads)
+        backends[label] = OnnxRuntimeBackend.from_export(work / label, threads=args.threads, spin=True)
 
     gen = torch.Generator().manual_seed(0)
     prefix_len = args.text_tokens * 3 // 4

@@ -23,12 +23,16 @@ from fastadasp.runtime.kv_cache import CompactedKVCache
 ONNXRUNTIME_PRECISIONS = ("fp32", "fp16")
 
 
-def _session(path: str, threads: int | None):
+def _session(path: str, threads: int | None, spin: bool = False):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Spinning worker threads keep a core busy after each run; next to PyTorch work in the same process (the
+    # reference, the front-end) that slowed 8 PyTorch decode steps from 0.03 s to 5 s on 2 cores. Benchmarks
+    # that only run ONNX Runtime turn it back on for latency.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
@@ -37,9 +41,10 @@ class OnnxRuntimeBackend:
     """prefill.onnx + decode.onnx on the CPU execution provider."""
 
     def __init__(self, prefill_path: str | os.PathLike, decode_path: str | os.PathLike | None, ratios,
-                 num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32, threads: int | None = None):
-        self.prefill_session = _session(str(prefill_path), threads)
-        self.decode_session = _session(str(decode_path), threads) if decode_path is not None else None
+                 num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32, threads: int | None = None,
+                 spin: bool = False):
+        self.prefill_session = _session(str(prefill_path), threads, spin)
+        self.decode_session = _session(str(decode_path), threads, spin) if decode_path is not None else None
         self.ratios = list(ratios)
         self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
         self.np_dtype = precision_of_torch(dtype).numpy
@@ -49,7 +54,8 @@ class OnnxRuntimeBackend:
         self.needs_lora = any(i.name == "lora_scale" for i in self.prefill_session.get_inputs())
 
     @classmethod
-    def from_export(cls, directory: str | os.PathLike, threads: int | None = None) -> "OnnxRuntimeBackend":
+    def from_export(cls, directory: str | os.PathLike, threads: int | None = None,
+                    spin: bool = False) -> "OnnxRuntimeBackend":
         """Open an export-engine output directory; the manifest is checked (version, file hashes) first."""
         manifest = Manifest.load(directory)
         args = manifest.model.args
@@ -61,7 +67,7 @@ class OnnxRuntimeBackend:
         graphs = manifest.graphs
         return cls(
             os.path.join(directory, graphs["prefill"].file), os.path.join(directory, graphs["decode"].file),
-            manifest.ratios, args.num_kv_heads, args.head_dim, precision(manifest.dtype).torch, threads,
+            manifest.ratios, args.num_kv_heads, args.head_dim, precision(manifest.dtype).torch, threads, spin,
         )
 
     def prefill(self, inputs: PromptInputs, max_new_tokens: int) -> PrefillResult:
