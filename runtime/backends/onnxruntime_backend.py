@@ -7,6 +7,7 @@ IO binding, so ScatterElements writes the new entry in place and nothing copies 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from fastadasp.runtime.kv_cache import CompactedKVCache
 ONNXRUNTIME_PRECISIONS = ("fp32", "fp16")
 
 
-def _session(path: str, threads: int | None, spin: bool = False):
+def _session(path: str, threads: int | None, spin: bool = False, providers: Sequence[str] | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -34,17 +35,23 @@ def _session(path: str, threads: int | None, spin: bool = False):
     # that only run ONNX Runtime turn it back on for latency.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=list(providers or ["CPUExecutionProvider"]))
 
 
 class OnnxRuntimeBackend:
-    """prefill.onnx + decode.onnx on the CPU execution provider."""
+    """prefill.onnx + decode.onnx on ONNX Runtime's CPU execution provider, or the `providers` given.
+
+    The cache stays in host memory and is bound as host buffers whatever the provider: with the CUDA provider
+    ONNX Runtime copies it to the GPU and the written step back on every call (correct, not fast); the TensorRT
+    backend keeps the cache on the device.
+    """
 
     def __init__(self, prefill_path: str | os.PathLike, decode_path: str | os.PathLike | None, ratios,
                  num_kv_heads: int, head_dim: int, dtype: torch.dtype = torch.float32, threads: int | None = None,
-                 spin: bool = False):
-        self.prefill_session = _session(str(prefill_path), threads, spin)
-        self.decode_session = _session(str(decode_path), threads, spin) if decode_path is not None else None
+                 spin: bool = False, providers: Sequence[str] | None = None):
+        self.prefill_session = _session(str(prefill_path), threads, spin, providers)
+        self.decode_session = (_session(str(decode_path), threads, spin, providers) if decode_path is not None
+                               else None)
         self.ratios = list(ratios)
         self.num_kv_heads, self.head_dim, self.dtype = num_kv_heads, head_dim, dtype
         self.np_dtype = precision_of_torch(dtype).numpy
@@ -54,8 +61,8 @@ class OnnxRuntimeBackend:
         self.needs_lora = any(i.name == "lora_scale" for i in self.prefill_session.get_inputs())
 
     @classmethod
-    def from_export(cls, directory: str | os.PathLike, threads: int | None = None,
-                    spin: bool = False) -> "OnnxRuntimeBackend":
+    def from_export(cls, directory: str | os.PathLike, threads: int | None = None, spin: bool = False,
+                    providers: Sequence[str] | None = None) -> "OnnxRuntimeBackend":
         """Open an export-engine output directory; the manifest is checked (version, file hashes) first."""
         manifest = Manifest.load(directory)
         args = manifest.model.args
@@ -68,6 +75,7 @@ class OnnxRuntimeBackend:
         return cls(
             os.path.join(directory, graphs["prefill"].file), os.path.join(directory, graphs["decode"].file),
             manifest.ratios, args.num_kv_heads, args.head_dim, precision(manifest.dtype).torch, threads, spin,
+            providers,
         )
 
     def prefill(self, inputs: PromptInputs, max_new_tokens: int) -> PrefillResult:
