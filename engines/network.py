@@ -62,6 +62,12 @@ def make_logger(trt):
             if level is not None and log.isEnabledFor(level):
                 log.log(level, "[%s] %s", getattr(sev, "name", sev), msg)
 
+        def take(self) -> str:
+            """Errors logged since the last call, as one clause (a runtime reports them per failed call)."""
+            with self._lock:
+                taken, self.errors = self.errors, []
+            return " | ".join(taken[-5:]) if taken else "TensorRT logged no error"
+
     return CollectingLogger()
 
 

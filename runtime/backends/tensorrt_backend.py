@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shlex
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from fastadasp.core.errors import InvalidOption, UserError
 from fastadasp.core.manifest import EngineEntry, Manifest
 from fastadasp.core.prompt import PromptInputs
+from fastadasp.engines.network import make_logger
 from fastadasp.engines.toolkit import (
     FLAVOR_ENV,
     TensorRTUnavailable,
@@ -367,45 +367,6 @@ def export_engine_command(manifest: Manifest, directory, flavor: str, cc: str | 
     return " ".join(p if p.startswith(FLAVOR_ENV) else shlex.quote(p) for p in parts)
 
 
-# --------------------------------------------------------------------------------------------- logging
-
-
-def _one_line(text: Any, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _make_logger(trt: Any):
-    """An ILogger that keeps TensorRT's errors for the exception that reports them, and forwards the rest to
-    logging (warnings as warnings, info as debug)."""
-    severity = trt.ILogger.Severity
-    errors = {severity.INTERNAL_ERROR, severity.ERROR}
-
-    class CollectingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self._lock = threading.Lock()
-
-        def log(self, sev, msg):
-            if sev in errors:
-                with self._lock:
-                    self.errors.append(_one_line(msg, 1000))
-                log.debug("TensorRT: %s", msg)
-            elif sev == severity.WARNING:
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-        def take(self) -> str:
-            """Errors logged since the last call, as one clause."""
-            with self._lock:
-                taken, self.errors = self.errors, []
-            return " | ".join(taken[-5:]) if taken else "TensorRT logged no error"
-
-    return CollectingLogger()
-
-
 # --------------------------------------------------------------------------------------------- one engine
 
 
@@ -561,7 +522,7 @@ class TensorRTBackend:
         # every other target's engines and the ONNX graphs would only cost time).
         dataclasses.replace(manifest, graphs={}, engines={entry_key: entry}).verify_files(directory)
         self._load_plugins()
-        self.logger = _make_logger(self.trt)
+        self.logger = make_logger(self.trt)
         self.runtime: trt.Runtime = self.trt.Runtime(self.logger)
         self.stream = _Stream(self.device)
         if self.device.type == "cuda":
