@@ -154,7 +154,7 @@ def _embed_plugins(job: _Build, config, network, plugin_libraries) -> None:
     """Serialise the plugin library into engines whose network uses it (a version-compatible plan that needs no
     plugin file at run time), where the toolkit allows; graphs without WeightedMerge nodes stay plain."""
     libraries = [os.fspath(p) for p in plugin_libraries]
-    plugin_type = getattr(job.trt.LayerType, "PLUGIN_V3", None)
+    plugin_type = getattr(getattr(job.trt, "LayerType", None), "PLUGIN_V3", None)
     if not libraries or plugin_type is None:
         return
     if not any(network.get_layer(i).type == plugin_type for i in range(network.num_layers)):

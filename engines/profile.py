@@ -101,22 +101,42 @@ def decode_profile(manifest: Manifest, max_batch: int, max_text_tokens: int, max
 
 
 def audio_encoder_profile(manifest: Manifest, max_batch: int) -> ShapeProfile:
-    """Every front-end dim is static except the batch ("batch")."""
+    """The batch up to max_batch; the time axis ("frames" / "samples") over the range the manifest's audio entry
+    gives (one clip at most); every other dim is static."""
     _check_bounds(max_batch=max_batch)
+    dynamic = manifest.audio.dims if manifest.audio is not None else {}
     inputs = {}
     for name, spec in manifest.graphs["audio_encoder"].inputs.items():
-        dims = [(1, 1, max_batch) if d == "batch" else (d, d, d) for d in spec.shape]
+        dims = []
+        for d in spec.shape:
+            if d == "batch":
+                dims.append((1, 1, max_batch))
+            elif isinstance(d, str):
+                if d not in dynamic:
+                    raise ValueError(f"audio encoder input {name!r} has dynamic dim {d!r} with no range in the manifest")
+                dims.append(tuple(dynamic[d]))
+            else:
+                dims.append((d, d, d))
         inputs[name] = tuple(tuple(dim[k] for dim in dims) for k in range(3))
     return ShapeProfile(inputs)
 
 
+def prompt_scale_profile(manifest: Manifest, max_batch: int, max_text_tokens: int) -> ShapeProfile:
+    """WavLLM's prompt-scale graph: prompt ids [B, T] up to the export's text budget."""
+    _check_bounds(max_batch=max_batch, max_text_tokens=max_text_tokens)
+    opt = min(16, max_text_tokens)
+    return ShapeProfile({"prompt_ids": ((1, 1), (1, opt), (max_batch, max_text_tokens))})
+
+
 def profiles_for_manifest(manifest: Manifest, max_batch: int, max_text_tokens: int,
                           max_new_tokens: int) -> dict[str, ShapeProfile]:
-    """role ("prefill", "decode", "audio_encoder" when exported) -> the profile its engine is built for."""
+    """role ("prefill", "decode", and "audio_encoder" / "prompt_scale" when exported) -> its engine's profile."""
     profiles = {
         "prefill": prefill_profile(manifest, max_batch, max_text_tokens),
         "decode": decode_profile(manifest, max_batch, max_text_tokens, max_new_tokens),
     }
     if "audio_encoder" in manifest.graphs:
         profiles["audio_encoder"] = audio_encoder_profile(manifest, max_batch)
+    if "prompt_scale" in manifest.graphs:
+        profiles["prompt_scale"] = prompt_scale_profile(manifest, max_batch, max_text_tokens)
     return profiles

@@ -1,16 +1,18 @@
 """The audio front-end graph: mel features (and, for WavLLM, the waveform) -> audio embeddings [B, N, D].
 
 One ONNX graph per model, exported from the module the adapter hands over (`SpeechLM.audio_front_end()`,
-fastadasp/models/audio_front_end.py): `encode_audio` for the full-length clip the encoder is built for, so
-every dimension except the batch is static and N is known when the manifest is written. Nothing here knows
-which model it exports.
+fastadasp/models/audio_front_end.py): `encode_audio` for one clip. The batch and the clip length are dynamic:
+mel inputs are [batch, mel_bins, "frames"], a waveform input is [batch, "samples"] (samples = frames x hop),
+the output is [batch, "audio_tokens", D], so one graph serves every clip from the adapter's shortest to its
+full window. Nothing here knows which model it exports.
 
 Export mode (torch 2.13): the torch.export-based exporter (`dynamo=True`) first. Below opset 18 it writes the
 graph at opset 18 and converts it down; when that conversion fails torch silently keeps opset 18, so a graph
 at any other opset than the one asked for counts as a failed export. Then, or when the adapter says the
 dynamo exporter cannot reach the opset (`AudioFrontEnd.dynamo_min_opset`), the TorchScript exporter
-(`dynamo=False`) writes the opset asked for directly; the fixed-length clip makes every shape apart from the
-batch a constant of its trace.
+(`dynamo=False`) writes the opset asked for directly. A trace can freeze a length it should follow, so every
+written graph is run with ONNX Runtime at the shortest clip and at a clip between the shortest and the full
+window and compared with the module; a graph that does not follow the length is a failed export.
 
 The exporters' expected chatter (the opset-18 notice, skipped torchvision operators, onnxscript's opset
 conversion and optimizer notes) goes to this module's logger at DEBUG; errors are passed on unchanged.
@@ -34,14 +36,15 @@ import torch
 from torch import nn
 
 from fastadasp.core.dtypes import precision_of_torch
-from fastadasp.core.manifest import TensorSpec
+from fastadasp.core.manifest import AudioEntry, TensorSpec
 from fastadasp.exporter.onnx_builder import EXTERNAL_DATA_THRESHOLD
-from fastadasp.models.audio_front_end import AudioFrontEnd
+from fastadasp.models.audio_front_end import FRAMES, SAMPLES, AudioFrontEnd
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAME = "audio_embeds"
 BATCH = "batch"
+AUDIO_TOKENS = "audio_tokens"
 # Batch of the example inputs: 2, not 1, because torch.export specialises a dimension whose example is 0 or 1.
 _EXAMPLE_BATCH = 2
 
@@ -60,7 +63,8 @@ class AudioEncoderGraph:
     external_data: str | None
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
-    audio_tokens: int
+    audio_tokens: int  # tokens of a full clip
+    spec: AudioEntry  # how a runtime makes the inputs from audio (the manifest's `audio`)
 
 
 class _DemoteToDebug(logging.Handler):
@@ -129,25 +133,70 @@ def _default_opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), -1)
 
 
-def _export_dynamo(module, args, names, path, opset):
+def _export_dynamo(module, args, front_end: AudioFrontEnd, path, opset):
+    names = list(front_end.inputs)
+    spec = front_end.spec
     batch = torch.export.Dim(BATCH, min=1)
+    frames = torch.export.Dim(FRAMES, min=spec.min_frames, max=spec.clip_frames)
+    dims = {FRAMES: frames, SAMPLES: spec.hop_length * frames}
+    dynamic = {n: {0: batch, **{axis + 1: dims[d] for axis, d in enumerate(front_end.inputs[n].shape) if d in dims}}
+               for n in names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, args, path, dynamo=True, input_names=names, output_names=[OUTPUT_NAME],
-            dynamic_shapes={n: {0: batch} for n in names}, opset_version=opset, external_data=True,
-            optimize=True, verbose=False,
+            dynamic_shapes=dynamic, opset_version=opset, external_data=True, optimize=True, verbose=False,
         )
 
 
-def _export_torchscript(module, args, names, path, opset):
+def _export_torchscript(module, args, front_end: AudioFrontEnd, path, opset):
+    names = list(front_end.inputs)
+    axes = {n: {0: BATCH, **{axis + 1: d for axis, d in enumerate(front_end.inputs[n].shape) if isinstance(d, str)}}
+            for n in names}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings: every non-batch shape is meant to be a constant here
+        warnings.simplefilter("ignore")  # TracerWarnings: the length check after export catches a frozen length
         torch.onnx.export(
             module, args, path, dynamo=False, input_names=names, output_names=[OUTPUT_NAME],
-            dynamic_axes={n: {0: BATCH} for n in [*names, OUTPUT_NAME]}, opset_version=opset,
+            dynamic_axes={**axes, OUTPUT_NAME: {0: BATCH, 1: AUDIO_TOKENS}}, opset_version=opset,
             do_constant_folding=True,
         )
+
+
+def _quiet_session_options():
+    """ONNX Runtime options without spinning worker threads: the export runs PyTorch right after, and a spinning
+    pool would hold the cores it needs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _check_lengths(module, front_end: AudioFrontEnd, path: str, dtype: torch.dtype) -> None:
+    """The written graph follows the clip length: ONNX Runtime at the shortest clip and at one between the
+    shortest and the full window gives the module's token count (and, in fp32, its values)."""
+    import onnxruntime as ort
+
+    spec = front_end.spec
+    session = ort.InferenceSession(path, _quiet_session_options(), providers=["CPUExecutionProvider"])
+    for frames in sorted({spec.min_frames, (spec.min_frames + spec.clip_frames) // 2 + 1}):
+        inputs = front_end.synthetic_inputs(1, torch.Generator().manual_seed(frames), dtype, frames=frames)
+        with torch.no_grad():
+            want = module(*inputs.values()).float().numpy()
+        try:
+            got = session.run([OUTPUT_NAME], {k: v.numpy() for k, v in inputs.items()})[0].astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's shape errors: the graph froze a length
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RuntimeError(f"the exported graph does not take a {frames}-frame clip ({first})") from None
+        tokens = spec.clip_tokens(frames)
+        if got.shape != want.shape or want.shape[1] != tokens:
+            raise RuntimeError(f"the exported graph gives {got.shape[1]} audio tokens for a {frames}-frame clip where "
+                               f"the module gives {want.shape[1]} (the length rule says {tokens})")
+        if dtype == torch.float32:
+            err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1.0))
+            if not err <= 1e-3:
+                raise RuntimeError(f"the exported graph differs from the module on a {frames}-frame clip (max error "
+                                   f"{err:.3g} of the largest value)")
 
 
 def _exporters(front_end: AudioFrontEnd, opset: int) -> list[tuple[str, Callable]]:
@@ -170,7 +219,7 @@ def _set_shape(value_info, shape: list) -> None:
 
 
 def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype: torch.dtype = torch.float32) -> AudioEncoderGraph:
-    """Write the audio front-end of `lm` to `path` as ONNX (batch dimension dynamic) and return its IO
+    """Write the audio front-end of `lm` to `path` as ONNX (batch and clip length dynamic) and return its IO
     description for the manifest. Raises ValueError for models without a front-end."""
     import onnx
 
@@ -185,8 +234,11 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
     with torch.no_grad():
         reference = module(*args)
     audio_tokens, width = int(reference.shape[1]), int(reference.shape[2])
+    if audio_tokens != front_end.spec.clip_tokens(front_end.spec.clip_frames):
+        raise RuntimeError(f"the audio front-end of {lm.name!r} makes {audio_tokens} tokens from a full clip but its "
+                           f"length rule says {front_end.spec.clip_tokens(front_end.spec.clip_frames)}")
     inputs = {n: TensorSpec(dtype_name, [BATCH, *spec.shape]) for n, spec in front_end.inputs.items()}
-    outputs = {OUTPUT_NAME: TensorSpec(dtype_name, [BATCH, audio_tokens, width])}
+    outputs = {OUTPUT_NAME: TensorSpec(dtype_name, [BATCH, AUDIO_TOKENS, width])}
 
     final = os.path.abspath(os.fspath(path))
     directory, base = os.path.split(final)
@@ -204,11 +256,12 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
                 os.remove(os.path.join(staging, f))
             try:
                 with torch.no_grad(), _exporter_notices_to_debug():
-                    fn(module, args, names, raw, opset)
+                    fn(module, args, front_end, raw, opset)
                 model = onnx.load(raw)
                 got = _default_opset(model)
                 if got != opset:
                     raise RuntimeError(f"the exported graph is at opset {got}, not the requested {opset}")
+                _check_lengths(module, front_end, raw, dtype)
                 log.info("audio front-end of %r exported with the %s exporter (opset %d)%s", lm.name, mode, opset,
                          "".join(f"; earlier attempt failed: {e}" for e in errors))
                 break
@@ -239,14 +292,14 @@ def export_audio_encoder(lm, path: str | os.PathLike, *, opset: int = 17, dtype:
         os.replace(staged, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return AudioEncoderGraph(base, external_data, inputs, outputs, audio_tokens)
+    return AudioEncoderGraph(base, external_data, inputs, outputs, audio_tokens, front_end.spec)
 
 
 def run_audio_encoder_onnx(path: str | os.PathLike, **inputs_numpy) -> np.ndarray:
     """Run an exported audio front-end with ONNX Runtime on the CPU; returns audio_embeds [B, N, D]."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(os.fspath(path), _quiet_session_options(), providers=["CPUExecutionProvider"])
     expected = {i.name for i in session.get_inputs()}
     if set(inputs_numpy) != expected:
         raise ValueError(f"the graph takes inputs {sorted(expected)}, got {sorted(inputs_numpy)}")

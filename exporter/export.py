@@ -1,4 +1,9 @@
-"""export-engine's ONNX stage: prefill.onnx + decode.onnx (+ audio_encoder.onnx) + manifest.json.
+"""export-engine's ONNX stage: prefill.onnx + decode.onnx (+ audio_encoder.onnx, + prompt_scale.onnx for WavLLM)
++ tokenizer.json + prompt_template.json + manifest.json.
+
+Everything a runtime needs to serve "audio file + prompt -> text" without PyTorch or the checkpoint: the audio
+encoder with a dynamic clip length and the recipe for its inputs (manifest `audio`), the tokenizer and prompt
+template (manifest `text`), and WavLLM's prompt-aware LoRA scale as its own graph.
 
 Files are written into a temporary folder beside the output directory and moved into place only when all
 of them are complete; the manifest goes last. An interrupted export leaves the previous contents intact.
@@ -6,6 +11,7 @@ of them are complete; the manifest goes last. An interrupted export leaves the p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -21,6 +27,7 @@ from fastadasp.core.choices import POSITION_POLICIES, PRECISIONS
 from fastadasp.core.errors import InvalidOption
 from fastadasp.core.files import sha256_file
 from fastadasp.core.manifest import (
+    AudioEntry,
     AudioTokenRange,
     GraphEntry,
     Manifest,
@@ -29,9 +36,10 @@ from fastadasp.core.manifest import (
     ScheduleEntry,
     ServingLimits,
     TensorSpec,
+    TextEntry,
     config_hash,
 )
-from fastadasp.exporter.graphs import GraphSpec, build_decode, build_prefill
+from fastadasp.exporter.graphs import GraphSpec, build_decode, build_prefill, build_prompt_scale
 from fastadasp.exporter.onnx_builder import EXTERNAL_DATA_THRESHOLD
 from fastadasp.exporter.merge_op import MERGE_DOMAIN, MERGE_OP, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from fastadasp.reduction.merge import RATIO_DENOMINATOR, ratio_numerator
@@ -115,6 +123,13 @@ def export_model(
             graphs[role] = GraphEntry(files[0], files, _hashes(staging, files), **_io(model))
             progress(f"[export] {role}.onnx written in {time.time() - start:.1f}s")
             del model
+        if lm.needs_lora_scale:
+            progress("[export] building prompt_scale.onnx (WavLLM's LoRA scale from the prompt)...")
+            model = build_prompt_scale(lm, spec)
+            files = _save_sharing_weights(model, staging, "prompt_scale.onnx", graphs["prefill"])
+            graphs["prompt_scale"] = GraphEntry(files[0], files, _hashes(staging, files), **_io(model))
+            del model
+        audio: AudioEntry | None = None
         if config.include_audio_encoder and lm.has_audio_front_end:
             from fastadasp.exporter.audio_encoder import export_audio_encoder
 
@@ -123,14 +138,57 @@ def export_model(
             files = [info.file] + ([info.external_data] if info.external_data else [])
             graphs["audio_encoder"] = GraphEntry(info.file, files, _hashes(staging, files), info.inputs, info.outputs,
                                                  audio_tokens=info.audio_tokens)
+            audio = info.spec
+        text = _write_text_assets(lm, staging, progress)
         for item in staging.iterdir():
             os.replace(item, out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    manifest = build_manifest(lm, schedule, spec, config, plan, graphs)
+    manifest = dataclasses.replace(build_manifest(lm, schedule, spec, config, plan, graphs), audio=audio, text=text)
     manifest.save(out_dir)
     progress(f"[export] manifest.json written to {out_dir}")
     return manifest
+
+
+def _save_sharing_weights(model: onnx.ModelProto, directory: Path, name: str, donor: GraphEntry) -> list[str]:
+    """Save a graph whose weights another graph in `directory` already keeps in external data: initializers of
+    the same name, type and shape point into the donor's data file instead of being written again (prompt_scale
+    reads the prefill's decoder weights). Without donor external data it is a plain save."""
+    if len(donor.files) < 2:
+        return _save(model, directory, name)
+    kept = onnx.load(str(directory / donor.file), load_external_data=False)
+    external = {t.name: t for t in kept.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL}
+    shared = False
+    for tensor in model.graph.initializer:
+        source = external.get(tensor.name)
+        if source is None or source.data_type != tensor.data_type or list(source.dims) != list(tensor.dims):
+            continue
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        del tensor.external_data[:]
+        tensor.external_data.extend(source.external_data)
+        shared = True
+    onnx.save(model, directory / name)
+    data = {entry.value for t in model.graph.initializer for entry in t.external_data if entry.key == "location"}
+    return [name, *sorted(data)] if shared else [name]
+
+
+def _write_text_assets(lm, directory: Path, progress) -> TextEntry | None:
+    """tokenizer.json + prompt_template.json from the model's own files (tiny presets: built offline)."""
+    tokenizer, template, source = lm.text_assets()
+    if tokenizer is None:
+        progress(f"[export] no tokenizer written ({source}); requests to this export must pass token ids. Put the "
+                 "model's tokenizer.json beside the checkpoint and re-run export-engine to serve text prompts")
+        return None
+    if tokenizer.vocab_size > lm.args.vocab_size:
+        raise ValueError(f"the tokenizer from {source} has {tokenizer.vocab_size} tokens but {lm.name} has "
+                         f"{lm.args.vocab_size} embeddings")
+    files = ["tokenizer.json", "prompt_template.json"]
+    tokenizer.save(directory / files[0])
+    template.save(directory / files[1])
+    progress(f"[export] tokenizer.json ({tokenizer.vocab_size} tokens, {source}) and prompt_template.json "
+             f"({template.source}) written")
+    return TextEntry(files[0], files[1], _hashes(directory, files), source)
 
 
 def _hashes(directory: Path, files: list[str]) -> dict[str, str]:

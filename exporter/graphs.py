@@ -349,3 +349,60 @@ def build_decode(decoder, spec: GraphSpec) -> onnx.ModelProto:
             h = g.mlp(i, h)
     g.logits(h)
     return make_model(b, "fastadasp_decode", spec.opset)
+
+
+def build_prompt_scale(lm, spec: GraphSpec) -> onnx.ModelProto:
+    """WavLLM's prompt-aware LoRA scale: prompt_ids [B, T] -> lora_scale [B, D] (the model dtype).
+
+    The decoder runs over the instruction prompt with the LoRA off (every layer, causal attention, no merge),
+    then the scale network turns its last-layer states into s = clamp(relu(sum_t w_t o_t), max=3) with
+    o = fc2(gelu(fc1(h))) and w = softmax over the prompt of pool(o) (fastadasp/models/wavllm.py,
+    PromptScaleNet). The result is what prefill.onnx and decode.onnx take as lora_scale, so a runtime never
+    needs PyTorch for it. The decoder weights are the prefill graph's, under the same initializer names."""
+    from fastadasp.models.wavllm import MAX_LORA_SCALE
+
+    decoder, net = lm.decoder, lm.scale_net
+    b = GraphBuilder()
+    g = DecoderGraph(b, decoder, spec)
+    ids = b.input("prompt_ids", TensorProto.INT64, ["batch", "prompt_len"])
+    with b.scope("embed"):
+        h = b.op("Gather", [g.embed, ids])
+    with b.scope("positions"):
+        length = b.squeeze(b.dim(ids, 1), [0])
+        steps = b.op("Range", [b.const(0), length, b.const(1)])
+        positions = b.unsqueeze(steps, [0])
+    cos, sin = g.rope(positions)
+    with b.scope("mask"):
+        future = b.op("Greater", [b.unsqueeze(steps, [0]), b.unsqueeze(steps, [1])])
+        mask = b.op("Where", [future, b.const(_MASK_VALUE, np.float32), b.const(0.0, np.float32)])
+    for i in range(decoder.args.num_layers):
+        with b.scope(f"layers.{i}"):
+            q, k, v = g.qkv(i, h, cos, sin, None)
+            with b.scope("attn"):
+                out, _ = g.attention(q, k, v, mask)
+                h = g.attention_residual(i, h, out, None)
+            h = g.mlp(i, h)
+    with b.scope("scale_net"):
+        def dense(x, name, module):
+            with b.scope(name):
+                y = b.op("MatMul", [x, g._w(f"scale_net.{name}.weight_t", module.weight, transpose=True)])
+                return b.op("Add", [y, g._w(f"scale_net.{name}.bias", module.bias)])
+
+        inner = dense(h, "fc1", net.fc1)
+        with b.scope("gelu"):  # exact GELU: x * (1 + erf(x / sqrt 2)) / 2
+            erf = b.op("Erf", [b.op("Mul", [inner, b.const(2 ** -0.5, g.np_dtype)])])
+            inner = b.op("Mul", [b.op("Mul", [inner, b.op("Add", [erf, b.const(1.0, g.np_dtype)])]),
+                                 b.const(0.5, g.np_dtype)])
+        o = dense(inner, "fc2", net.fc2)
+        with b.scope("pool"):
+            weights = b.op("Softmax", [b.op("Cast", [dense(o, "pool", net.pool)], to=TensorProto.FLOAT)], axis=1)
+            weighted = b.op("Mul", [weights, b.op("Cast", [o], to=TensorProto.FLOAT)])
+            pooled = b.op("ReduceSum", [weighted, b.const([1])], keepdims=0)  # axes an input since opset 13
+        with b.scope("clamp"):
+            scale = b.op("Min", [b.op("Relu", [pooled]), b.const(MAX_LORA_SCALE, np.float32)])
+            b.op("Cast", [scale], to=g.onnx_dtype, outputs=["lora_scale"])
+    b.output("lora_scale", g.onnx_dtype, ["batch", decoder.args.hidden_size])
+    # DecoderGraph registers the LM head and final norm, which this graph never reads.
+    used = {name for node in b.nodes for name in node.input}
+    b.initializers = [t for t in b.initializers if t.name in used]
+    return make_model(b, "fastadasp_prompt_scale", spec.opset)

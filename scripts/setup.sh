@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if ! "$PYTHON" -c "import fastadasp.core, torch, transformers, onnx, onnxruntime, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib, importlinter, jsonschema" 2>/dev/null \
+if ! "$PYTHON" -c "import fastadasp.core, torch, transformers, onnx, onnxruntime, soundfile, soxr, tokenizers, pytest, hypothesis, polygraphy, tensorrt_rtx, matplotlib, importlinter, jsonschema" 2>/dev/null \
    || [ "$("$PYTHON" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null)" != "2.13.0" ]; then
   echo "[setup] installing fastadasp and the pinned versions of constraints.txt (torch 2.13.0)..." >&2
   "$PYTHON" -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"

@@ -14,8 +14,6 @@ from fastadasp.core.errors import InvalidOption, UserError
 from fastadasp.core.progress import Progress, say
 from fastadasp.reduction.schedule import PlanRequest
 
-# Synthetic request of `generate` / `run`: text ids around the audio span.
-PREFIX_TOKENS, SUFFIX_TOKENS = 6, 4
 
 
 # --------------------------------------------------------------------------------------------- shared checks
@@ -168,63 +166,77 @@ def check_request_limits(manifest, rows: int, prompt_tokens: int, max_new_tokens
                             f"passes the model's {limit} positions; pass at most {max(limit - prompt_tokens, 0)}")
 
 
+def _audio_embeds_file(path: str):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise InvalidOption(f"--audio-embeds {path}: no such file; pass a .npy file of embeddings [N, hidden_size]")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidOption(f"--audio-embeds {path} is not a .npy array ({type(exc).__name__}); save the embeddings "
+                            "with numpy.save") from None
+
+
+def _stats_lines(result) -> list[str]:
+    s = result.stats
+    lines = [f"[generate] {s.backend}: {s.chunking}; {s.audio_tokens} audio + {s.prefix_tokens + s.suffix_tokens} text "
+             f"tokens; audio tokens per layer {s.audio_tokens_per_layer}"]
+    rtf = "" if s.real_time_factor is None else f", real-time factor {s.real_time_factor:.3f}"
+    lines.append(f"[generate] encode {s.encode_ms:.1f} ms, prefill {s.prefill_ms:.1f} ms, decode {s.decode_ms:.1f} ms "
+                 f"({s.new_tokens} tokens, {s.tokens_per_second:.1f} tokens/s, stopped at {s.stopped}){rtf}")
+    lines.append(f"[generate] decoder prefill FLOPs cut {s.flops_cut:.1%}; KV cache {s.kv_bytes:,} bytes vs "
+                 f"{s.kv_bytes_full:,} unmerged ({s.kv_bytes_full / max(s.kv_bytes, 1):.2f}x smaller)")
+    return lines
+
+
 def cmd_generate(args) -> int:
-    """Generate from an export directory with ONNX Runtime (audio encoder -> prefill -> decode), next to the
-    PyTorch reference with the same schedule."""
-    import time
-
-    import torch
-
+    """Audio file + prompt -> text through an export directory (audio encoder -> prefill -> decode), with the
+    PyTorch reference beside it only when --compare-torch asks for it."""
     from fastadasp.core.manifest import Manifest
-    from fastadasp.core.prompt import PromptInputs, synthetic_token_ids
-    from fastadasp.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from fastadasp.runtime.backends.torch_backend import TorchBackend
-    from fastadasp.runtime.generate import generate
+    from fastadasp.runtime.pipeline import Pipeline, open_runner
 
-    config = _generation_config(args)
+    from fastadasp.runtime.generate import GenerationConfig
+
     manifest = Manifest.load(args.export_dir)
-    encoder = manifest.graphs.get("audio_encoder")
-    audio_tokens = encoder.audio_tokens if encoder is not None and encoder.audio_tokens else 48
-    check_request_limits(manifest, config.num_beams, PREFIX_TOKENS + SUFFIX_TOKENS + audio_tokens, config.max_new_tokens)
-    lm = load_model(manifest.model.name, args.model_path)
-    gen = torch.Generator().manual_seed(args.seed)
-    prefix = synthetic_token_ids(lm.args.vocab_size, 1, PREFIX_TOKENS, gen)
-    suffix = synthetic_token_ids(lm.args.vocab_size, 1, SUFFIX_TOKENS, gen)
-    if encoder is not None:
-        from fastadasp.exporter.audio_encoder import run_audio_encoder_onnx
-
-        features = {k: v.numpy() for k, v in lm.synthetic_audio_features(1, gen).items()}
-        audio = torch.from_numpy(run_audio_encoder_onnx(Path(args.export_dir) / encoder.file, **features))
-        source = "audio_encoder.onnx on random features"
+    max_new = manifest.limits.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens
+    config = GenerationConfig(max_new_tokens=max_new, num_beams=args.num_beams)
+    config.validate()
+    check_request_limits(manifest, config.num_beams, 0, max_new)
+    if args.audio is None and args.audio_embeds is None:
+        raise InvalidOption("pass the audio: --audio FILE (or --audio-embeds FILE.npy for a model exported without an "
+                            "audio encoder)")
+    if args.compare_torch and args.backend == "torch":
+        raise InvalidOption("--compare-torch runs the PyTorch reference beside the export: use it with --backend auto, "
+                            "tensorrt or onnxruntime")
+    embeds = _audio_embeds_file(args.audio_embeds) if args.audio_embeds is not None else None
+    directory = Path(args.export_dir)
+    pipe = Pipeline(directory, manifest, open_runner(directory, manifest, args.backend, args.model_path))
+    request = dict(prompt=args.prompt, max_new_tokens=max_new, num_beams=config.num_beams)
+    if embeds is not None:
+        result = pipe.generate(audio_embeds=embeds, **request)
     else:
-        audio = lm.synthetic_prompt(seed=args.seed).audio_embeds
-        source = "random audio embeddings"
-    scale = lm.prompt_lora_scale(prefix) if lm.needs_lora_scale else None
-    inputs = PromptInputs(prefix, audio, suffix, scale)
-    backend = OnnxRuntimeBackend.from_export(args.export_dir)
-    start = time.perf_counter()
-    ours = generate(backend, inputs, config, _token_progress("[generate] ONNX Runtime", config.max_new_tokens))
-    onnx_seconds = time.perf_counter() - start
-    reference = generate(TorchBackend(lm.decoder, manifest.ratios, position_policy=manifest.position_policy),
-                         inputs, config, _token_progress("[generate] PyTorch reference", config.max_new_tokens))
-    report = {
-        "export_dir": str(args.export_dir), "model": manifest.model.name, "audio_source": source,
-        "audio_tokens": inputs.audio_length, "audio_tokens_per_layer": ours.prefill.span_lengths,
-        "kv_length_per_layer": backend.cache.lengths, "onnxruntime_tokens": ours.sequences[0].tolist(),
-        "torch_reference_tokens": reference.sequences[0].tolist(),
-        "identical": ours.sequences.tolist() == reference.sequences.tolist(),
-        "onnxruntime_seconds": round(onnx_seconds, 3),
-    }
+        result = pipe.generate(args.audio, **request)
+    report = result.to_dict()
+    identical = True
+    if args.compare_torch:
+        reference = Pipeline(directory, manifest, open_runner(directory, manifest, "torch", args.model_path))
+        ref = reference.generate(audio_embeds=embeds, **request) if embeds is not None else \
+            reference.generate(args.audio, **request)
+        identical = ref.tokens == result.tokens
+        report["torch_reference"] = {"text": ref.text, "tokens": ref.tokens, "identical": identical}
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        print(f"{report['model']} from {args.export_dir}: {inputs.audio_length} audio tokens ({source})")
-        print(f"audio tokens per layer: {report['audio_tokens_per_layer']}")
-        print(f"ONNX Runtime tokens:    {report['onnxruntime_tokens']}  ({onnx_seconds:.2f}s)")
-        print(f"PyTorch reference:      {report['torch_reference_tokens']}")
-        print("identical" if report["identical"] else
-              "DIFFERENT (a near-tied merge selection can flip between runtimes; see docs/architecture.md)")
-    return 0 if report["identical"] else 1
+        print(result.text)
+        say(f"[generate] {result.stats.backend_reason}")
+        for line in _stats_lines(result):
+            say(line)
+        if args.compare_torch:
+            say("[generate] PyTorch reference: identical tokens" if identical else
+                f"[generate] PyTorch reference DIFFERS: {ref.tokens} (a near-tied merge selection can flip between "
+                "runtimes; see docs/architecture.md)")
+    return 0 if identical else 1
 
 
 # --------------------------------------------------------------------------------------------- select-layer / models

@@ -12,7 +12,8 @@ from fastadasp.core.choices import POSITION_POLICIES, PRECISIONS, REDUCTION_METH
 # Options people reach for that belong to another command, with the one that does what they meant.
 HINTS = {
     "--audio-tokens": "export-engine takes --audio-tokens-range MIN:OPT:MAX (OPT is the length the plan is solved for)",
-    "--audio": "audio files are not an input of this command; it runs on synthetic requests",
+    "--audio": "audio files are an input of `fastadasp generate --export-dir DIR --audio FILE`; this command runs on "
+               "synthetic requests",
     "--export-dir": "--export-dir belongs to `fastadasp generate`",
 }
 
@@ -92,12 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recent-window", type=int, default=None, help="h2o only: newest entries always kept (default: budget/4)")
     _common(p)
 
-    p = sub.add_parser("generate", help="generate from an export-engine directory with ONNX Runtime (vs PyTorch)",
-                       description="Run an export (audio encoder -> prefill -> decode) with ONNX Runtime next to the "
-                                   "PyTorch reference with the same schedule, on a synthetic request.")
+    p = sub.add_parser("generate", help="audio file + prompt -> text through an export-engine directory",
+                       description="Run a request through an export: the audio is read, resampled and cut as the "
+                                   "model does, encoded by audio_encoder.onnx; the prompt goes through the export's "
+                                   "template and tokenizer; prefill and decode run with TensorRT, ONNX Runtime or PyTorch. "
+                                   "Prints the text (stats on stderr), or one JSON object with --json.")
     p.add_argument("--export-dir", required=True, help="directory written by export-engine")
-    p.add_argument("--model-path", default=None, help="checkpoint for the reference run of a released model")
-    _generation(p)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--audio", default=None, metavar="FILE",
+                        help="audio file (WAV, FLAC, OGG, MP3, ...; any rate and channel count)")
+    source.add_argument("--audio-embeds", default=None, metavar="FILE.npy",
+                        help="audio embeddings [N, hidden_size] instead of audio, for a model exported without an "
+                             "audio encoder (plain decoders)")
+    p.add_argument("--prompt", default="Transcribe the audio.", help="the instruction, placed by the model's template")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="most tokens to generate (default: the export's decode budget, export-engine --max-new-tokens)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam width (1: greedy)")
+    p.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
+                   help="what runs the export: auto (TensorRT when an engine for this GPU loads, else ONNX Runtime "
+                        "(CUDA when it has it), else the PyTorch reference; it says which and why), tensorrt, "
+                        "onnxruntime, or torch (the PyTorch reference; builds the model)")
+    p.add_argument("--compare-torch", action="store_true",
+                   help="also run the PyTorch reference with the same schedule and report whether the tokens are identical "
+                        "(exit status 1 when they differ)")
+    p.add_argument("--model-path", default=None,
+                   help="checkpoint of a released model, for --backend torch / --compare-torch")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, tokens, stats) on stdout")
     _common(p)
 
     p = sub.add_parser("select-layer", help="transfer-entropy choice of the sparse schedule's layer",

@@ -161,6 +161,63 @@ class EngineEntry:
     graphs: dict[str, EngineFile]
 
 
+@dataclass(frozen=True)
+class AudioTokenBranch:
+    """One path from audio to tokens: the length after each stage is (L + 2 * padding - kernel) // stride + 1."""
+
+    input: str  # "frames" (feature frames, one per hop) or "samples" (waveform samples at sample_rate)
+    stages: list[list[int]]  # [kernel, stride, padding] per length-changing stage, in order
+
+
+@dataclass(frozen=True)
+class AudioEntry:
+    """How a runtime turns audio into the audio encoder's inputs, and how many audio tokens they make.
+
+    Audio is mono at sample_rate, padded to whole hops; one encoder call takes min_frames..clip_frames feature
+    frames (a clip: the encoder's window, 30 s for Whisper-style encoders). Longer audio is cut into clips whose
+    embeddings are concatenated (long_audio "chunk") or cut to the first clip (long_audio "truncate"). Tokens of
+    one clip: the minimum over token_branches plus extra_tokens.
+    """
+
+    sample_rate: int
+    features: str  # "whisper_log_mel": log10 mel power spectrogram, clamped to max - 8, then (x + 4) / 4
+    mel_bins: int
+    n_fft: int
+    hop_length: int
+    inputs: dict[str, str]  # audio encoder input -> what it takes: "log_mel" [B, mel_bins, F] | "waveform" [B, F * hop]
+    dims: dict[str, list[int]]  # the encoder's dynamic dims ("frames", "samples") -> [min, opt, max]
+    min_frames: int
+    clip_frames: int
+    long_audio: str  # "chunk" | "truncate"
+    token_branches: list[AudioTokenBranch]
+    extra_tokens: int = 0
+
+    def clip_tokens(self, frames: int) -> int:
+        """Audio tokens the encoder makes from one clip of `frames` feature frames."""
+        counts = []
+        for branch in self.token_branches:
+            length = frames if branch.input == "frames" else frames * self.hop_length
+            for kernel, stride, padding in branch.stages:
+                length = (length + 2 * padding - kernel) // stride + 1
+            counts.append(length)
+        return max(min(counts), 0) + self.extra_tokens
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.clip_frames * self.hop_length / self.sample_rate
+
+
+@dataclass(frozen=True)
+class TextEntry:
+    """The tokenizer and prompt template that turn a text prompt into the prefill's prefix / suffix ids and
+    generated ids back into text."""
+
+    tokenizer: str  # Hugging Face `tokenizers` JSON (tokenizer.json)
+    template: str  # prompt_template.json: text before / after the audio span, stop tokens
+    sha256: dict[str, str]  # file -> SHA-256 of both files
+    source: str  # where they came from (the checkpoint's files, or built offline for a tiny preset)
+
+
 LENGTH_RULE = {
     "audio": "n[0] = N; n[i+1] = n[i] - min(n[i] * q[i] // ratio_denominator, max(n[i] - 1, 0))",
     "kv": "T[i] = P + n[i] + S (prefill); decode writes at cache_lengths[i] and grows it by one",
@@ -182,6 +239,8 @@ class Manifest:
     limits: ServingLimits
     length_rule: dict[str, str] = field(default_factory=lambda: dict(LENGTH_RULE))
     engines: dict[str, EngineEntry] = field(default_factory=dict)
+    audio: AudioEntry | None = None  # None: the model takes audio embeddings, not audio
+    text: TextEntry | None = None  # None: no tokenizer was found for the model; requests pass token ids
     format: str = MANIFEST_FORMAT
     version: int = MANIFEST_VERSION
 
@@ -222,6 +281,9 @@ class Manifest:
         for role, graph in self.graphs.items():
             for file in graph.files:
                 _verify(directory / file, graph.sha256.get(file), f"{role} graph file {file}")
+        if self.text is not None:
+            for file in (self.text.tokenizer, self.text.template):
+                _verify(directory / file, self.text.sha256.get(file), f"text file {file}")
         for key, entry in self.engines.items():
             for role, engine in entry.graphs.items():
                 _verify(directory / engine.file, engine.sha256, f"{role} engine {engine.file} ({key})")

@@ -43,9 +43,11 @@ def load(path: str, family: str = "llama") -> DecoderOnlyLM:
     from transformers import AutoModelForCausalLM
 
     if str(path).endswith(".gguf"):
-        return DecoderOnlyLM(load_gguf(path).eval(), name=family)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
-    return DecoderOnlyLM(model.eval(), name=family)
+        lm = DecoderOnlyLM(load_gguf(path).eval(), name=family)
+    else:
+        lm = DecoderOnlyLM(AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval(), name=family)
+    lm.checkpoint_path = str(path)
+    return lm
 
 
 def load_gguf(path: str):

@@ -12,7 +12,17 @@ import torch
 from torch import nn
 
 from fastadasp.core.shapes import DecoderArgs
-from fastadasp.models.audio_front_end import AudioFrontEnd, AudioInput, no_front_end, whisper_frames
+from fastadasp.core.manifest import AudioTokenBranch
+from fastadasp.models.audio_front_end import (
+    FRAMES,
+    AudioFrontEnd,
+    AudioInput,
+    no_front_end,
+    whisper_audio_spec,
+    whisper_encoder_forward,
+    whisper_encoder_stages,
+    whisper_frames,
+)
 from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
@@ -53,42 +63,38 @@ def tiny_config(seed_vocab: int = 320):
     )
 
 
-class FullClipFrontEnd(nn.Module):
-    """`Qwen2AudioLM.encode_audio` for the full-length clip, in a form torch.export can trace: audio tower
-    (with the padding mask Hugging Face builds) -> multi-modal projector -> the first N rows.
+class ClipFrontEnd(nn.Module):
+    """audio tower -> multi-modal projector on one clip of any length up to the tower's window (the module
+    audio_encoder.onnx is exported from). Hugging Face runs the tower on a zero-padded 30 s window with an
+    attention mask and keeps the valid rows; running it on the valid frames alone is the same apart from the
+    last conv frame at the clip's end, and costs a short clip proportionally less."""
 
-    encode_audio itself cannot be traced: its equal-length check runs `set(out_lengths.tolist())` on a
-    data-dependent tensor. Here the valid lengths, which depend only on the frame count, are worked out once
-    when the wrapper is built instead of from a mask tensor in the graph."""
-
-    def __init__(self, tower: nn.Module, projector: nn.Module, frames: int):
+    def __init__(self, tower: nn.Module, projector: nn.Module):
         super().__init__()
         self.tower = tower
         self.projector = projector
-        feat_len, out_len = tower._get_feat_extract_output_lengths(torch.tensor([frames]))
-        self.feat_len = int(feat_len[0])
-        self.out_len = int(out_len[0])
-        self.max_len = (frames - 2) // 2 + 1
 
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
-        from transformers.masking_utils import create_bidirectional_mask
-
-        batch = input_features.shape[0]
-        valid = torch.arange(self.max_len, device=input_features.device) < self.feat_len
-        mask_2d = valid.long().unsqueeze(0).expand(batch, -1)
-        dummy = input_features.new_zeros(batch, self.max_len, 1)
-        attn_mask = create_bidirectional_mask(config=self.tower.config, inputs_embeds=dummy, attention_mask=mask_2d)
-        hidden = self.tower(input_features, attention_mask=attn_mask).last_hidden_state
-        return self.projector(hidden)[:, : self.out_len]
+        return self.projector(whisper_encoder_forward(self.tower, input_features))
 
 
 class Qwen2AudioLM(SpeechLM):
     family = "qwen2-audio"
+    tiny_tokenizer_style = "byte_level"
+    # Qwen's special tokens sit at the top of the vocabulary; <|AUDIO|> last, at the tiny config's audio_token_id.
+    tiny_special_tokens = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>")
+    tiny_specials_on_top = True
+    audio_placeholder = "<|AUDIO|>"  # what the processor expands into the audio span
 
     def __init__(self, hf_model, name: str = "qwen2-audio"):
         decoder = SpeechDecoder(hf_model.model.language_model, hf_model.lm_head)
         super().__init__(name=name, decoder=decoder, hf_model=hf_model)
         self.audio_token_id = hf_model.config.audio_token_id
+
+    def prompt_template(self):
+        from fastadasp.models.prompt_template import qwen2_audio_template
+
+        return qwen2_audio_template()
 
     @property
     def num_mel_bins(self) -> int:
@@ -107,15 +113,19 @@ class Qwen2AudioLM(SpeechLM):
         tower = getattr(self.hf_model.model, "audio_tower", None)
         if tower is None:
             raise no_front_end(self, "the Hugging Face model has no audio_tower")
-        module = FullClipFrontEnd(tower, self.hf_model.model.multi_modal_projector, self.feature_frames)
-        return AudioFrontEnd(module, {"input_features": AudioInput((self.num_mel_bins, self.feature_frames))})
+        module = ClipFrontEnd(tower, self.hf_model.model.multi_modal_projector)
+        spec = whisper_audio_spec(self.num_mel_bins, self.feature_frames,
+                                  [AudioTokenBranch(FRAMES, whisper_encoder_stages(tower))], long_audio="truncate")
+        return AudioFrontEnd(module, {"input_features": AudioInput((self.num_mel_bins, FRAMES))}, spec)
 
     @torch.no_grad()
     def encode_audio(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """input_features [B, mel, frames] -> audio embeddings [B, N, D] (N = valid audio tokens; equal-length batch)."""
+        """input_features [B, mel, F] -> audio embeddings [B, N, D]. Without a mask: F is any clip length up to the
+        window, all valid. With feature_attention_mask (F = the full window, as the Hugging Face processor pads):
+        the Hugging Face computation, N = the valid audio tokens (equal-length batch)."""
         tower = self.hf_model.model.audio_tower
-        if feature_attention_mask is None:
-            feature_attention_mask = torch.ones(input_features.shape[0], input_features.shape[2], dtype=torch.long)
+        if feature_attention_mask is None or bool(feature_attention_mask.all()):
+            return self.audio_front_end().module(input_features)
         _, out_lengths = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
         if len(set(out_lengths.tolist())) != 1:
             raise ValueError("a batch must hold clips of equal length (the reduced graphs share one audio span length)")
@@ -149,4 +159,6 @@ def load(path: str) -> Qwen2AudioLM:
     from transformers import Qwen2AudioForConditionalGeneration
 
     model = Qwen2AudioForConditionalGeneration.from_pretrained(path, local_files_only=True).eval()
-    return Qwen2AudioLM(model)
+    lm = Qwen2AudioLM(model)
+    lm.checkpoint_path = str(path)
+    return lm

@@ -13,7 +13,17 @@ import torch
 from torch import nn
 
 from fastadasp.core.shapes import DecoderArgs
-from fastadasp.models.audio_front_end import AudioFrontEnd, AudioInput, no_front_end, whisper_frames
+from fastadasp.core.manifest import AudioTokenBranch
+from fastadasp.models.audio_front_end import (
+    FRAMES,
+    AudioFrontEnd,
+    AudioInput,
+    no_front_end,
+    whisper_audio_spec,
+    whisper_encoder_forward,
+    whisper_encoder_stages,
+    whisper_frames,
+)
 from fastadasp.models.decoder import SpeechDecoder
 from fastadasp.models.speech_lm import SpeechLM
 
@@ -33,8 +43,8 @@ class QwenAudioEncoder(nn.Module):
         self.audio_bos_eos = nn.Parameter(torch.randn(2, output_dim) * 0.02)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel [B, mel_bins, frames] -> [B, n + 2, D]"""
-        h = self.proj(self.encoder(mel).last_hidden_state)
+        """mel [B, mel_bins, frames] (any clip length up to the window) -> [B, n + 2, D]"""
+        h = self.proj(whisper_encoder_forward(self.encoder, mel))
         bos = self.audio_bos_eos[0].expand(h.shape[0], 1, -1)
         eos = self.audio_bos_eos[1].expand(h.shape[0], 1, -1)
         return torch.cat([bos, h, eos], dim=1)
@@ -53,6 +63,9 @@ class _NamedMelInput(nn.Module):
 
 class QwenAudioLM(SpeechLM):
     family = "qwen-audio"
+    tiny_tokenizer_style = "byte_level"
+    tiny_special_tokens = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+    tiny_specials_on_top = True
 
     def __init__(self, hf_qwen2, audio_encoder: QwenAudioEncoder | None, name: str = "qwen-audio"):
         super().__init__(name=name, decoder=SpeechDecoder(hf_qwen2.model, hf_qwen2.lm_head), hf_model=hf_qwen2)
@@ -71,9 +84,19 @@ class QwenAudioLM(SpeechLM):
     def audio_front_end(self) -> AudioFrontEnd:
         if self.audio_encoder is None:
             raise no_front_end(self, "it was loaded without its audio encoder")
-        cfg = self.audio_encoder.encoder.config
-        shape = (cfg.num_mel_bins, whisper_frames(cfg))
-        return AudioFrontEnd(_NamedMelInput(self.audio_encoder), {"input_features": AudioInput(shape)})
+        encoder = self.audio_encoder.encoder
+        cfg = encoder.config
+        # One 30 s window per clip, wrapped in the learned audio bos / eos embeddings (2 tokens).
+        spec = whisper_audio_spec(cfg.num_mel_bins, whisper_frames(cfg),
+                                  [AudioTokenBranch(FRAMES, whisper_encoder_stages(encoder))], long_audio="truncate",
+                                  extra_tokens=2)
+        return AudioFrontEnd(_NamedMelInput(self.audio_encoder), {"input_features": AudioInput((cfg.num_mel_bins, FRAMES))},
+                             spec)
+
+    def prompt_template(self):
+        from fastadasp.models.prompt_template import qwen_audio_template
+
+        return qwen_audio_template()
 
 
 def qwen2_config_for(num_layers: int, hidden: int, heads: int, intermediate: int, vocab: int, max_positions: int = 8192):
@@ -148,4 +171,6 @@ def load(path: str) -> QwenAudioLM:
     # The released encoder (groups["audio"]: v1's transformer.audio.* names) is not mapped onto QwenAudioEncoder:
     # its key layout has not been matched against that module, so this model has no front-end and takes audio
     # embeddings directly.
-    return assemble(groups["decoder"], config, None, "qwen-audio")
+    lm = assemble(groups["decoder"], config, None, "qwen-audio")
+    lm.checkpoint_path = str(path)
+    return lm

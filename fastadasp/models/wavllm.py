@@ -15,12 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastadasp.core.manifest import AudioTokenBranch
 from fastadasp.core.shapes import DecoderArgs
 from fastadasp.models.audio_front_end import (
+    FRAMES,
+    SAMPLES,
     AudioFrontEnd,
     AudioInput,
+    conv_stage,
     no_front_end,
-    waveform_samples,
+    whisper_audio_spec,
+    whisper_encoder_forward,
+    whisper_encoder_stages,
     whisper_frames,
 )
 from fastadasp.models.decoder import PromptLoRA, SpeechDecoder, hidden_states
@@ -119,15 +125,24 @@ class WavLLMAudioFrontEnd(nn.Module):
         self.projection = nn.Linear(2 * branch_dim, hidden_size)
 
     def forward(self, mel: torch.Tensor, waveform: torch.Tensor) -> torch.Tensor:
-        """mel [B, mel_bins, frames], waveform [B, samples] (16 kHz) -> [B, N, D]"""
-        a = self.whisper_branch(self.whisper(mel).last_hidden_state)
+        """mel [B, mel_bins, F], waveform [B, F * 160] (16 kHz), F up to Whisper's window -> [B, N, D]"""
+        a = self.whisper_branch(whisper_encoder_forward(self.whisper, mel))
         layers = self.wavlm(waveform, output_hidden_states=True).hidden_states  # L + 1 x [B, T, C]
         weights = torch.softmax(self.wavlm_layer_weights, dim=0)
         mixed = sum(w * h for w, h in zip(weights, layers))
         b = self.wavlm_branch(mixed)
-        n = min(a.shape[1], b.shape[1])  # the two encoders' frame counts differ by one at clip edges
+        # The two encoders' frame counts differ by one at clip edges: keep the shorter. Slicing each stream to the
+        # other's length says so without a Python min(), which a trace would freeze at the example's length.
+        a, b = a[:, : b.shape[1]], b[:, : a.shape[1]]
         # Stream order whisper-then-WavLM is our reading of the release (not checked against its weights).
-        return self.projection(torch.cat([a[:, :n], b[:, :n]], dim=-1))
+        return self.projection(torch.cat([a, b], dim=-1))
+
+    def token_branches(self) -> list[AudioTokenBranch]:
+        """How many tokens each stream makes from a clip: Whisper from mel frames, WavLM from samples."""
+        whisper = whisper_encoder_stages(self.whisper) + [conv_stage(c) for c in self.whisper_branch.subsample.conv_layers]
+        wavlm = [conv_stage(layer.conv) for layer in self.wavlm.feature_extractor.conv_layers]
+        wavlm += [conv_stage(c) for c in self.wavlm_branch.subsample.conv_layers]
+        return [AudioTokenBranch(FRAMES, whisper), AudioTokenBranch(SAMPLES, wavlm)]
 
 
 # Released key prefix -> our module path (wavllm_checkpoint.py's "audio" group keeps the released names).
@@ -215,12 +230,19 @@ class WavLLMLM(SpeechLM):
         if self.front_end is None:
             raise no_front_end(self, "it was loaded without its Whisper/WavLM front-end")
         w = self.front_end.whisper.config
-        frames = whisper_frames(w)
         inputs = {
-            "input_features": AudioInput((w.num_mel_bins, frames)),
-            "waveform": AudioInput((waveform_samples(frames),), synthetic_std=_SYNTHETIC_WAVEFORM_STD),
+            "input_features": AudioInput((w.num_mel_bins, FRAMES)),
+            "waveform": AudioInput((SAMPLES,), synthetic_std=_SYNTHETIC_WAVEFORM_STD),
         }
-        return AudioFrontEnd(_NamedMelWaveInputs(self.front_end), inputs, dynamo_min_opset=_DYNAMO_MIN_OPSET)
+        # Long audio: consecutive 30 s clips, each encoded on its own (WavLLM's process_audio_source).
+        spec = whisper_audio_spec(w.num_mel_bins, whisper_frames(w), self.front_end.token_branches(), waveform=True,
+                                  long_audio="chunk")
+        return AudioFrontEnd(_NamedMelWaveInputs(self.front_end), inputs, spec, dynamo_min_opset=_DYNAMO_MIN_OPSET)
+
+    def prompt_template(self):
+        from fastadasp.models.prompt_template import wavllm_template
+
+        return wavllm_template()
 
 
 def _lora_dims(args: DecoderArgs) -> tuple[dict[str, int], dict[str, int]]:
@@ -318,7 +340,9 @@ def load(path: str) -> WavLLMLM:
     )
     inner = groups["prompt_scale"]["fc1.weight"].shape[0]
     front_end = released_front_end(groups["audio"], args.hidden_size) if groups["audio"] else None
-    return assemble(groups, cfg, lora_rank, inner, front_end, "wavllm")
+    lm = assemble(groups, cfg, lora_rank, inner, front_end, "wavllm")
+    lm.checkpoint_path = str(path)
+    return lm
 
 
 def released_front_end(audio_group: dict[str, torch.Tensor], hidden_size: int) -> WavLLMAudioFrontEnd:

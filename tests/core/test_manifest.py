@@ -1,5 +1,6 @@
 """The typed manifest: round trip, published schema, one-line refusals."""
 
+import dataclasses
 import json
 
 import jsonschema
@@ -8,6 +9,8 @@ import pytest
 from fastadasp.core.manifest import (
     MANIFEST_VERSION,
     SCHEMA_PATH,
+    AudioEntry,
+    AudioTokenBranch,
     AudioTokenRange,
     GraphEntry,
     Manifest,
@@ -17,6 +20,7 @@ from fastadasp.core.manifest import (
     ScheduleEntry,
     ServingLimits,
     TensorSpec,
+    TextEntry,
     manifest_schema,
 )
 from fastadasp.core.shapes import DecoderArgs
@@ -90,4 +94,39 @@ def test_files_are_verified(tmp_path):
         Manifest.load(tmp_path)
     (tmp_path / "prefill.onnx").write_bytes(b"x")
     with pytest.raises(ManifestError, match="does not match the hash"):
+        Manifest.load(tmp_path)
+
+
+def _audio() -> AudioEntry:
+    # WavLLM's shape of rule: Whisper frames through two convs and a 4x subsampler, WavLM samples through its
+    # conv stack and the same subsampler; a clip makes the smaller count.
+    whisper = [[3, 1, 1], [3, 2, 1], [3, 2, 1], [3, 2, 1]]
+    wavlm = [[10, 5, 0]] + [[3, 2, 0]] * 4 + [[2, 2, 0]] * 2 + [[3, 2, 1], [3, 2, 1]]
+    return AudioEntry(16000, "whisper_log_mel", 80, 400, 160, {"input_features": "log_mel", "waveform": "waveform"},
+                      {"frames": [3, 3000, 3000], "samples": [480, 480000, 480000]}, 3, 3000, "chunk",
+                      [AudioTokenBranch("frames", whisper), AudioTokenBranch("samples", wavlm)])
+
+
+def test_audio_token_rule():
+    audio = _audio()
+    assert audio.clip_tokens(3000) == 375  # 30 s at 12.5 Hz: Whisper's 1500 frames and WavLM's 1499 both give 375
+    assert audio.clip_tokens(2993) == 374  # Whisper's stream gives 375 here, WavLM's 374: the shorter counts
+    assert audio.clip_tokens(3) == 1 and audio.clip_seconds == 30.0
+    qwen2 = AudioEntry(16000, "whisper_log_mel", 128, 400, 160, {"input_features": "log_mel"},
+                       {"frames": [3, 3000, 3000]}, 3, 3000, "truncate",
+                       [AudioTokenBranch("frames", [[3, 1, 1], [3, 2, 1], [2, 2, 0]])], extra_tokens=2)
+    assert qwen2.clip_tokens(3000) == 752  # Qwen2-Audio's 750 per 30 s, + 2 to show extra_tokens counts
+
+
+def test_audio_and_text_entries_round_trip_and_are_verified(tmp_path):
+    text = TextEntry("tokenizer.json", "prompt_template.json", {"tokenizer.json": "1" * 64,
+                                                               "prompt_template.json": "2" * 64}, "built offline")
+    m = dataclasses.replace(_manifest(), graphs={}, audio=_audio(), text=text)
+    data = m.to_dict()
+    jsonschema.validate(data, manifest_schema())
+    assert Manifest.from_dict(json.loads(json.dumps(data))) == m
+    old = _manifest().to_dict()  # a manifest written before these entries existed still reads
+    assert Manifest.from_dict(json.loads(json.dumps(old))).audio is None
+    m.save(tmp_path)
+    with pytest.raises(ManifestError, match="text file tokenizer.json .* is missing"):
         Manifest.load(tmp_path)

@@ -61,7 +61,7 @@ def test_export_engine_builds_engines_for_every_graph(rtx_export):
     manifest = Manifest.load(out)
     (entry,) = manifest.engines.values()
     assert entry.compute_capability == "8.6"
-    assert set(entry.graphs) == {"prefill", "decode", "audio_encoder"}
+    assert set(entry.graphs) == {"prefill", "decode", "audio_encoder", "prompt_scale"}  # WavLLM: its scale graph too
     for graph in entry.graphs.values():
         assert (out / graph.file).stat().st_size == graph.bytes > 1000
         assert graph.build_seconds is not None and graph.build_seconds > 0
@@ -81,13 +81,14 @@ def test_second_run_with_nothing_changed_reuses_every_engine(rtx_export, capsys)
     config = dataclasses.replace(CONFIG, max_text_tokens=32, max_new_tokens=16, cache_dir=cache)
     second = build_engines_for_export(out, first, config)
     lines = _engine_lines(capsys.readouterr().err)
-    assert [line.split(" (key")[0] for line in lines[:3]] == [
-        f"[engines] {role}: reused from the engine cache" for role in ("prefill", "decode", "audio_encoder")]
+    assert [line.split(" (key")[0] for line in lines[:4]] == [
+        f"[engines] {role}: reused from the engine cache"
+        for role in ("prefill", "decode", "audio_encoder", "prompt_scale")]
     (before,), (after,) = first.engines.values(), second.engines.values()
     for role, engine in after.graphs.items():
         assert engine.cache_key == before.graphs[role].cache_key and engine.sha256 == before.graphs[role].sha256
         assert engine.build_seconds is None
-    assert len(list(cache.glob("*.engine"))) == 3
+    assert len(list(cache.glob("*.engine"))) == 4
     assert Manifest.load(out) == second and not _hidden(out)
 
 

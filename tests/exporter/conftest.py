@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from export_checks import export_once
+from export_checks import shared_export
 
 
 @pytest.fixture(scope="session")
 def exports(preset_cache, tmp_path_factory):
-    """(preset, opset=17) -> ExportRun: the preset exported once with a decay schedule (prefill, decode and,
-    when it has one, audio_encoder.onnx) into a session temp folder; the manifest is checked against
-    manifest.schema.json. Tests must not write into the folder."""
-    cache = {}
+    """(preset, opset=17) -> ExportRun: the preset exported once with a decay schedule (prefill, decode, and when
+    it has them audio_encoder.onnx, prompt_scale.onnx, tokenizer and template) into a session temp folder; the
+    manifest is checked against manifest.schema.json. Tests must not write into the folder."""
 
     def get(name: str, opset: int = 17):
-        if (name, opset) not in cache:
-            cache[name, opset] = export_once(preset_cache, name, opset, tmp_path_factory.mktemp(f"{name}-opset{opset}"))
-        return cache[name, opset]
+        return shared_export(preset_cache, tmp_path_factory, name, opset)
 
     return get

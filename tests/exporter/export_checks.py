@@ -68,6 +68,18 @@ def collect_logs():
         own.setLevel(level)
 
 
+# (preset, opset) -> ExportRun, shared by every test module that imports this one (tests/exporter/conftest.py,
+# tests/runtime/test_pipeline.py, tests/cli/test_generate.py), so each preset is exported once per session.
+_SHARED: dict[tuple[str, int], ExportRun] = {}
+
+
+def shared_export(preset_cache: dict, tmp_path_factory, name: str, opset: int = 17) -> ExportRun:
+    """The session's export of `name` at `opset` (see export_once); tests must not write into its folder."""
+    if (name, opset) not in _SHARED:
+        _SHARED[name, opset] = export_once(preset_cache, name, opset, tmp_path_factory.mktemp(f"{name}-opset{opset}"))
+    return _SHARED[name, opset]
+
+
 def export_once(preset_cache: dict, name: str, opset: int, directory: Path) -> ExportRun:
     import jsonschema
 

@@ -82,7 +82,8 @@ def test_every_accepted_opset_passes_the_full_checker_and_matches_torch(exports,
     run = exports(OPSET_PRESETS[opset], opset)
     lm = run.lm
     assert run.manifest.opset == opset
-    assert set(run.manifest.graphs) == {"prefill", "decode", "audio_encoder"}
+    expected_graphs = {"prefill", "decode", "audio_encoder"} | ({"prompt_scale"} if lm.needs_lora_scale else set())
+    assert set(run.manifest.graphs) == expected_graphs
     for entry in run.manifest.graphs.values():
         path = run.directory / entry.file
         onnx.checker.check_model(str(path), full_check=True)
@@ -95,7 +96,8 @@ def test_every_accepted_opset_passes_the_full_checker_and_matches_torch(exports,
     inputs, reference, expected = reduced_case(lm, 11, "reference", run.schedule.ratios)
     config = GenerationConfig(max_new_tokens=8)
     tokens = generate(TorchBackend(lm.decoder, run.schedule), inputs, config).sequences
-    features = lm.synthetic_audio_features(2, torch.Generator().manual_seed(opset))
+    # A clip shorter than the window: the front-end graph follows the length at every opset.
+    features = lm.synthetic_audio_features(2, torch.Generator().manual_seed(opset), frames=57)
     want = lm.encode_audio(*features.values()).numpy()
 
     # Prefill (reduced, margin-controlled request) and greedy decode.
@@ -169,3 +171,38 @@ def test_bad_export_arguments_give_one_line(tmp_path, capsys, argv, message):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_export_writes_tokenizer_template_and_audio_recipe(exports):
+    """tokenizer.json and prompt_template.json are in the export, hashed in the manifest and checked on load;
+    the manifest carries the audio encoder's input recipe."""
+    import hashlib
+
+    from fastadasp.models.prompt_template import PromptTemplate
+    from fastadasp.models.tokenizer import TextTokenizer
+
+    run = exports("tiny-qwen2-audio")
+    text = run.manifest.text
+    assert (text.tokenizer, text.template) == ("tokenizer.json", "prompt_template.json")
+    for file in (text.tokenizer, text.template):
+        assert text.sha256[file] == hashlib.sha256((run.directory / file).read_bytes()).hexdigest()
+    assert "built offline for tiny-qwen2-audio" in text.source
+    tokenizer = TextTokenizer.from_file(run.directory / text.tokenizer)
+    assert tokenizer.vocab_size == run.lm.args.vocab_size
+    assert tokenizer.token_id("<|AUDIO|>") == run.lm.audio_token_id  # the placeholder the processor expands
+    assert PromptTemplate.load(run.directory / text.template) == run.lm.prompt_template()
+    audio = run.manifest.audio
+    assert (audio.sample_rate, audio.features, audio.mel_bins, audio.long_audio) == (16000, "whisper_log_mel", 16, "truncate")
+    assert exports("tiny-wavllm").manifest.audio.long_audio == "chunk"
+    assert exports("tiny-wavllm").manifest.audio.inputs == {"input_features": "log_mel", "waveform": "waveform"}
+
+
+def test_a_tampered_tokenizer_is_refused(exports, tmp_path):
+    import shutil
+
+    copy = tmp_path / "exp"
+    shutil.copytree(exports("tiny-qwen-audio").directory, copy)
+    with open(copy / "tokenizer.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ManifestError, match="tokenizer.json does not match the hash"):
+        Manifest.load(copy)
