@@ -1,4 +1,4 @@
-"""The reduced decoder against Hugging Face (ratio 0) and against its own plan (ratio > 0)."""
+"""The reference prefill / decode step (runtime/reference.py) against Hugging Face (ratio 0) and against its own plan (ratio > 0)."""
 
 import pytest
 import torch
