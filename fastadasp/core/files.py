@@ -112,6 +112,7 @@ def replaced_directory(final: str | os.PathLike):
     block raises (KeyboardInterrupt and SystemExit included) `final` is left as it was and the staging
     directory is removed."""
     final = Path(final).absolute()
+    final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(final)
     staging = Path(tempfile.mkdtemp(prefix=f"{_sibling_prefix(final, _STAGING)}{os.getpid()}-", dir=final.parent))
     try:

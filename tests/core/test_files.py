@@ -27,6 +27,13 @@ def test_replaced_directory_swaps_whole_directories(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["export"]
 
 
+def test_missing_parent_directories_are_created(tmp_path):
+    out = tmp_path / "artifacts" / "nested" / "export"
+    with replaced_directory(out) as staging:
+        (staging / "f").write_text("x")
+    assert (out / "f").read_text() == "x" and sorted(os.listdir(out.parent)) == ["export"]
+
+
 def test_failure_keeps_the_previous_directory(tmp_path):
     out = tmp_path / "export"
     with replaced_directory(out) as staging:
