@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastadasp.core.errors import UserError
+from fastadasp.core.files import sha256_file
 
 __all__ = [
     "DEFAULT_ARCHITECTURES",
@@ -222,13 +223,6 @@ def source_files(source_dir: Path = SOURCE_DIR) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _build_key(source_dir: Path, toolchain: Toolchain, headers: Path, archs: tuple[str, ...], build_type: str) -> str:
     h = hashlib.sha256()
@@ -287,7 +281,7 @@ def _reuse(build_dir: Path, key: str) -> dict | None:
     if record.get("key") != key or record.get("format") != _BUILD_FORMAT:
         return None
     library = build_dir / "build" / LIBRARY_NAME
-    if not library.is_file() or _file_sha256(library) != record.get("sha256"):
+    if not library.is_file() or sha256_file(library) != record.get("sha256"):
         return None  # edited or truncated since: rebuild
     for name in (CPU_LIBRARY_NAME, HARNESS_NAME):
         if not (build_dir / "build" / name).is_file():
@@ -386,10 +380,10 @@ def build_plugin(
             if not produced.is_file():
                 raise PluginBuildError(f"the build finished but {produced} is missing; see {log}")
         record = {
-            "format": _BUILD_FORMAT, "key": key, "sha256": _file_sha256(library), "architectures": list(archs),
+            "format": _BUILD_FORMAT, "key": key, "sha256": sha256_file(library), "architectures": list(archs),
             "headers": str(headers), "headers_source": headers_source, "tensorrt_headers_version": headers_version,
             "seconds": round(seconds, 2), "toolchain": {**toolchain.versions, "nvcc_path": str(toolchain.nvcc)},
-            "sources": {f.relative_to(src).as_posix(): _file_sha256(f) for f in source_files(src)},
+            "sources": {f.relative_to(src).as_posix(): sha256_file(f) for f in source_files(src)},
             "python": sys.version.split()[0],
         }
         fd, tmp = tempfile.mkstemp(prefix=".build.", suffix=".json", dir=build_dir)

@@ -20,7 +20,6 @@ Two process-level hazards are handled here, not left to the caller:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import re
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from fastadasp.core.errors import UserError
+from fastadasp.core.files import sha256_file
 from fastadasp.plugins.elf import ElfError, read_elf
 
 __all__ = [
@@ -230,13 +230,6 @@ _loaded: dict[tuple[str, str], LoadedPlugin] = {}
 _lock = threading.Lock()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def load_into_registry(trt: Any, library: str | os.PathLike) -> LoadedPlugin:
     """Register ``library`` with ``trt.get_plugin_registry()`` once per process and module.
@@ -271,7 +264,7 @@ def load_into_registry(trt: Any, library: str | os.PathLike) -> LoadedPlugin:
         if creator is None:
             raise PluginLoadError(f"{path} loaded but the registry has no {MERGE_OP} creator (version "
                                   f"{PLUGIN_VERSION}, namespace {PLUGIN_NAMESPACE}); rebuild the plugin")
-        loaded = LoadedPlugin(library=path, sha256=_sha256(path), module=module, link=link, creator=creator)
+        loaded = LoadedPlugin(library=path, sha256=sha256_file(path), module=module, link=link, creator=creator)
         _loaded[(module, str(path))] = loaded
         return loaded
 
