@@ -2,7 +2,7 @@
 
 No machine here executes TensorRT, so a misspelt or removed API in a path the tests cannot run (decode on a GPU,
 a TensorRT-10-only branch, an error path) would reach users first. This test reads the source instead: it walks
-the AST of runtime/backends/tensorrt_backend.py, every engines/*.py and plugins/loader.py, follows which values
+the AST of runtime/backends/tensorrt_{backend,selection}.py, every engines/*.py and plugins/loader.py, follows which values
 are TensorRT objects, and checks every attribute read or written on them against the real classes
 (`tensorrt_rtx.IExecutionContext.set_tensor_address`, ...). TensorRT 10/11 use the same Python names.
 
@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = [REPO / "runtime/backends/tensorrt_backend.py", *sorted((REPO / "engines").glob("*.py")),
+SOURCES = [REPO / "runtime/backends/tensorrt_backend.py", REPO / "runtime/backends/tensorrt_selection.py",
+           *sorted((REPO / "engines").glob("*.py")),
            REPO / "plugins/loader.py"]
 
 # pybind11 prints some return types by their C++ name, or as an accessor: the Python classes they are.

@@ -28,12 +28,10 @@ import torch
 from fastadasp.core.errors import UserError
 from fastadasp.core.manifest import AudioTokenRange, Manifest, ManifestError, ServingLimits
 from fastadasp.runtime.backends import select as select_module
-from fastadasp.runtime.backends.tensorrt_backend import (
-    EngineLimitError,
+from fastadasp.runtime.backends.tensorrt_backend import EngineLimitError, EngineRunError, TensorRTBackend
+from fastadasp.runtime.backends.tensorrt_selection import (
     EngineLoadError,
-    EngineRunError,
     EngineSelectionError,
-    TensorRTBackend,
     Toolkit,
     choose_engine_entry,
 )
