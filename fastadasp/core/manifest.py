@@ -15,14 +15,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastadasp.core.errors import UserError
 from fastadasp.core.files import atomic_write_text, sha256_file
 from fastadasp.core.shapes import DecoderArgs
+from fastadasp.core.typed_json import from_json, schema_of, to_json
 
 MANIFEST_FORMAT = "fastadasp-manifest"
 MANIFEST_VERSION = 2
@@ -246,12 +245,13 @@ class Manifest:
 
     # ---------------------------------------------------------------- io
     def to_dict(self) -> dict:
-        return _to_json(self)
+        return to_json(self)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = MANIFEST_NAME) -> "Manifest":
         _check_header(data, source)
-        return _from_json(cls, data, source, "")
+        return from_json(cls, data, lambda where, what: ManifestError(
+            f"{source}: {where or 'the top level'} {what}; re-run export-engine to write a complete manifest"))
 
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / MANIFEST_NAME
@@ -323,124 +323,10 @@ def config_hash(data: dict) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------- dataclass <-> JSON
-
-
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _to_json(value):
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    return value
-
-
-def _union_args(tp) -> tuple | None:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return None
-
-
-def _bad(source: str, where: str, what: str) -> ManifestError:
-    return ManifestError(f"{source}: {where or 'the top level'} {what}; re-run export-engine to write a complete manifest")
-
-
-def _from_json(tp, value, source: str, where: str):
-    union = _union_args(tp)
-    if union is not None:
-        if value is None and type(None) in union:
-            return None
-        errors = []
-        for option in (t for t in union if t is not type(None)):
-            try:
-                return _from_json(option, value, source, where)
-            except ManifestError as exc:
-                errors.append(exc)
-        raise errors[0] if errors else _bad(source, where, "must not be null")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _bad(source, where, f"must be an object, not {type(value).__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            key = f"{where}.{f.name}" if where else f.name
-            if f.name not in value:
-                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                    continue
-                raise _bad(source, f"'{key}'", "is missing")
-            kwargs[f.name] = _from_json(hints[f.name], value[f.name], source, key)
-        try:
-            return tp(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise _bad(source, where, f"is invalid ({exc})") from None
-    origin = typing.get_origin(tp)
-    if origin is list:
-        if not isinstance(value, list):
-            raise _bad(source, f"'{where}'", "must be a list")
-        (item,) = typing.get_args(tp)
-        return [_from_json(item, v, source, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _bad(source, f"'{where}'", "must be an object")
-        _, item = typing.get_args(tp)
-        return {k: _from_json(item, v, source, f"{where}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(value, tp):
-        return value
-    raise _bad(source, f"'{where}'", f"must be {tp.__name__}, not {type(value).__name__}")
-
-
-# --------------------------------------------------------------------------------------------- JSON Schema
-
-_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
-
-
-def _schema_of(tp, defs: dict) -> dict:
-    union = _union_args(tp)
-    if union is not None:
-        options = [_schema_of(t, defs) for t in union]
-        return {"anyOf": options}
-    if tp is type(None):
-        return {"type": "null"}
-    if tp in _SCALARS:
-        return {"type": _SCALARS[tp]}
-    if dataclasses.is_dataclass(tp):
-        name = tp.__name__
-        if name not in defs:
-            defs[name] = {}  # placeholder against recursion
-            hints = _hints(tp)
-            props, required = {}, []
-            for f in dataclasses.fields(tp):
-                props[f.name] = _schema_of(hints[f.name], defs)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    required.append(f.name)
-            doc = (tp.__doc__ or "").strip().splitlines()
-            defs[name] = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
-            if doc and not doc[0].startswith(f"{name}("):
-                defs[name]["description"] = doc[0]
-        return {"$ref": f"#/$defs/{name}"}
-    origin = typing.get_origin(tp)
-    if origin is list:
-        return {"type": "array", "items": _schema_of(typing.get_args(tp)[0], defs)}
-    if origin is dict:
-        return {"type": "object", "additionalProperties": _schema_of(typing.get_args(tp)[1], defs)}
-    raise TypeError(f"no JSON Schema for {tp!r}")
-
-
 def manifest_schema() -> dict:
     """The JSON Schema (draft 2020-12) of manifest.json, generated from the dataclasses above."""
     defs: dict = {}
-    root = _schema_of(Manifest, defs)
+    root = schema_of(Manifest, defs)
     top = dict(defs.pop("Manifest"))
     top["properties"] = {**top["properties"], "format": {"const": MANIFEST_FORMAT},
                          "version": {"const": MANIFEST_VERSION}}
