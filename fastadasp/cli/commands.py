@@ -7,10 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 from pathlib import Path
 
-from fastadasp.core.errors import InvalidOption, UserError
+from fastadasp.core.errors import InvalidOption
 from fastadasp.core.progress import Progress, say
 from fastadasp.reduction.schedule import PlanRequest
 
@@ -43,20 +42,11 @@ def check_model_options(name: str, path: str | None) -> None:
 
 
 def load_model(name: str, path: str | None, seed: int = 0):
-    """The model, with a checkpoint that cannot be read reported as one line naming --model-path."""
+    """The model, after the options are checked (an unreadable checkpoint is the registry's one-line error)."""
     from fastadasp.models.registry import build_model
 
     check_model_options(name, path)
-    try:
-        return build_model(name, path, seed=seed)
-    except UserError:
-        raise
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError) as exc:
-        if path is None:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidOption(f"--model-path {path} is not a readable {name} checkpoint ({type(exc).__name__}: "
-                            f"{first[:200]}); point it at the model's checkpoint directory or file") from exc
+    return build_model(name, path, seed=seed)
 
 
 def check_positions(lm, prompt_tokens: int, max_new_tokens: int) -> None:

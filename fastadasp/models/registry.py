@@ -5,11 +5,16 @@ Loading is from local paths only (a directory or file the user names); nothing i
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastadasp.core.errors import UserError
 from fastadasp.core.shapes import DecoderArgs
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint path that does not hold a readable checkpoint of the named model."""
 
 
 class UnknownModelError(UserError, ValueError):
@@ -79,7 +84,15 @@ def build_model(name: str, path: str | None = None, seed: int = 0):
             f"model {name!r} needs its checkpoint: pass --model-path pointing at a local copy "
             f"(nothing is downloaded){alternative}"
         )
-    return spec.load(path)
+    try:
+        return spec.load(path)
+    except UserError:
+        raise
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError) as exc:
+        # What the loaders (transformers, torch.load, gguf) raise for a file that is not this model's checkpoint.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"--model-path {path} is not a readable {name} checkpoint ({type(exc).__name__}: "
+                              f"{first[:200]}); point it at the model's checkpoint directory or file") from exc
 
 
 def decoder_args(name: str, path: str | None = None) -> DecoderArgs:
