@@ -13,7 +13,7 @@ device, and logits stay on the device: the generation loop reads back only what 
 TensorRT is never imported here: the caller passes the `tensorrt` (10/11) or `tensorrt_rtx` module, whose
 Python APIs use the same names, or `from_export` loads one through fastadasp.engines.toolkit. So this module
 imports anywhere; tests run it against a TensorRT-shaped fake that executes the graphs with ONNX Runtime on
-host memory (tests/runtime/fake_tensorrt.py) and check every TensorRT name used here against the installed
+host memory (tests/runtime/fake_tensorrt_runtime.py) and check every TensorRT name used here against the installed
 bindings (tests/runtime/test_tensorrt_api.py).
 """
 

@@ -2,7 +2,7 @@
 
 Tests marked ``tensorrt`` parse and build real engines; they skip with the reason when neither TensorRT nor
 TensorRT-RTX loads. TensorRT-RTX builds ahead of time on a CPU, so with ``pip install tensorrt-rtx-cu13``
-they run without a GPU. The rest run everywhere: they use a fake TensorRT-RTX (fake_tensorrt.py) or a fake
+they run without a GPU. The rest run everywhere: they use a fake TensorRT-RTX (fake_tensorrt_builder.py) or a fake
 builder.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from fastadasp.core import interrupts
 from fastadasp.engines import toolkit
 from fastadasp.engines.pipeline import CACHE_ENV
-from fake_tensorrt import importer_for, make_fake_tensorrt
+from fake_tensorrt_builder import importer_for, make_fake_tensorrt
 
 
 @pytest.fixture(autouse=True)

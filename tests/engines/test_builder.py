@@ -15,7 +15,7 @@ from fastadasp.core.errors import UserError
 from fastadasp.engines.builder import build_engine
 from fastadasp.engines.profile import ShapeProfile
 from fastadasp.engines.toolkit import EngineBuildError, load_tensorrt
-from fake_tensorrt import ENGINE_BYTES, make_fake_tensorrt
+from fake_tensorrt_builder import ENGINE_BYTES, make_fake_tensorrt
 from onnx_graphs import HIDDEN, PROFILE, custom_op_model, topk_model
 
 # ----------------------------------------------------------------------------------------- real builds

@@ -20,7 +20,7 @@ from fastadasp.engines.builder import build_engine
 from fastadasp.engines.cache import EngineCache
 from fastadasp.engines.profile import ShapeProfile
 from fastadasp.engines.toolkit import EngineBuildError, ToolkitInfo
-from fake_tensorrt import FakeBuilder, make_fake_tensorrt
+from fake_tensorrt_builder import FakeBuilder, make_fake_tensorrt
 from onnx_graphs import HIDDEN, PROFILE, topk_model
 
 FAKE_TOOLKIT = ToolkitInfo("fake", "1.0", "aot")

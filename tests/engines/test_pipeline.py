@@ -21,7 +21,7 @@ from fastadasp.core.manifest import Manifest
 from fastadasp.engines.cache import EngineCache
 from fastadasp.engines.pipeline import EngineBuildConfig, build_engines_for_export
 from fastadasp.engines.toolkit import ToolkitInfo
-from fake_tensorrt import FakeBuilder
+from fake_tensorrt_builder import FakeBuilder
 
 RTX_TOOLKIT = ToolkitInfo("tensorrt-rtx", "0.0.fake", "aot")
 CONFIG = EngineBuildConfig(max_batch=2, max_text_tokens=16, max_new_tokens=8, compute_capability="8.6")

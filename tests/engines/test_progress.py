@@ -8,7 +8,7 @@ import time
 
 from fastadasp.core import interrupts
 from fastadasp.engines.progress import BuildProgress, heartbeat, make_progress_monitor
-from fake_tensorrt import make_fake_tensorrt
+from fake_tensorrt_builder import make_fake_tensorrt
 
 
 def _lines(capsys) -> list[str]:

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate

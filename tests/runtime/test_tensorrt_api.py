@@ -20,9 +20,7 @@ missing one fails only when it is not a documented TensorRT-only name.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -635,21 +633,14 @@ def test_a_misspelt_attribute_fails(rtx, wrong, owner):
     assert [(u.owner, u.attr) for u in missing] == [(owner, name + "x")]
 
 
-def _load_fake():
-    # Loaded by path under its own name: tests/engines has another module called fake_tensorrt.
-    name = "fastadasp_tests_runtime_fake_tensorrt"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fake_tensorrt.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def test_the_fake_tensorrt_has_no_api_tensorrt_lacks(rtx):
     """Every public method and attribute of the fake's classes exists on the real class of the same name."""
-    fake = _load_fake().make_fake_tensorrt()
-    tree = ast.parse(Path(_load_fake().__file__).read_text())
+    import fake_tensorrt_runtime
+
+    fake = fake_tensorrt_runtime.make_fake_tensorrt()
+    tree = ast.parse(Path(fake_tensorrt_runtime.__file__).read_text())
     missing = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.ClassDef) and hasattr(fake, node.name)):

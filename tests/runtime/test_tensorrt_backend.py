@@ -1,4 +1,4 @@
-"""TensorRTBackend on a TensorRT-shaped fake (tests/runtime/fake_tensorrt.py) whose engines run the exported
+"""TensorRTBackend on a TensorRT-shaped fake (tests/runtime/fake_tensorrt_runtime.py) whose engines run the exported
 graphs with ONNX Runtime on host memory, bound by address.
 
 - Same tokens as the PyTorch reference (greedy and beam 5; tiny-llama and tiny-wavllm with its LoRA scale;
@@ -16,10 +16,8 @@ Real TensorRT execution is not covered here: no machine in CI can run an engine.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -39,19 +37,11 @@ from fastadasp.runtime.backends.torch_backend import TorchBackend
 from fastadasp.runtime.generate import GenerationConfig, generate
 from fastadasp.runtime.kv_cache import CacheCapacityError
 
-
-def _load_fake():
-    # Loaded by path under its own name: tests/engines has another module called fake_tensorrt.
-    name = "fastadasp_tests_runtime_fake_tensorrt"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fake_tensorrt.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+import fake_tensorrt_runtime as fake_tensorrt  # tests/runtime/fake_tensorrt_runtime.py
 
 
-fake_tensorrt = _load_fake()
+
+
 FAKE_VERSION = fake_tensorrt.FAKE_VERSION
 
 # Small limits keep the fake engines' profiles (and the tests that step past them) small.

@@ -33,7 +33,7 @@ def default_build(monitor, writer) -> bool:
 
 
 def make_fake_tensorrt(on_build: Callable = default_build, hidden: int = 16) -> types.SimpleNamespace:
-    trt = types.SimpleNamespace(__version__="0.0.fake", __file__="fake_tensorrt.py")
+    trt = types.SimpleNamespace(__version__="0.0.fake", __file__="fake_tensorrt_builder.py")
 
     class Severity(enum.IntEnum):
         INTERNAL_ERROR = 0
