@@ -281,9 +281,10 @@ class Pipeline:
 
     # ---------------------------------------------------------------- entry point
     def generate(self, audio=None, prompt: str | Sequence[str] = DEFAULT_PROMPT, *, sample_rate: int | None = None,
-                 max_new_tokens: int | None = None, num_beams: int = 1, audio_embeds=None):
+                 max_new_tokens: int | None = None, num_beams: int = 1, audio_embeds=None, on_step=None):
         """Text for one request, or a list of results for a batch (a list of audios, and one prompt or one per
-        audio). Plain decoders (no audio encoder in the export) take audio_embeds [N, D] (or a list) instead."""
+        audio). Plain decoders (no audio encoder in the export) take audio_embeds [N, D] (or a list) instead.
+        on_step(tokens_so_far): called after every generated token (progress display)."""
         from fastadasp.runtime.generate import GenerationConfig
 
         limits = self.manifest.limits
@@ -303,7 +304,7 @@ class Pipeline:
         requests = [self._prepare(i, item, p) for i, (item, p) in enumerate(zip(items, prompts))]
         results: list[GenerationResult | None] = [None] * len(requests)
         for group in self._groups(requests, num_beams):
-            for request, result in zip(group, self._run(group, max_new_tokens, num_beams)):
+            for request, result in zip(group, self._run(group, max_new_tokens, num_beams, on_step)):
                 results[request.index] = result
         return results[0] if single else results
 
@@ -458,7 +459,8 @@ class Pipeline:
         ids = [self.tokenizer.token_id(t) for t in self.template.stop]
         return [i for i in ids if i is not None]
 
-    def _run(self, group: list[_Request], max_new_tokens: int, num_beams: int) -> list[GenerationResult]:
+    def _run(self, group: list[_Request], max_new_tokens: int, num_beams: int,
+             on_step=None) -> list[GenerationResult]:
         import torch
 
         from fastadasp.core.prompt import PromptInputs
@@ -478,7 +480,7 @@ class Pipeline:
         stop = self._stop_ids()
         config = GenerationConfig(max_new_tokens=steps, num_beams=num_beams, eos_token_id=stop or None)
         timed = _Timed(self.runner.decoder)
-        output = generate(timed, inputs, config)
+        output = generate(timed, inputs, config, on_step)
         cache = self.runner.decoder.cache
         lengths = list(cache.lengths)
         kv_bytes = cache.valid_nbytes()

@@ -202,7 +202,8 @@ def cmd_generate(args) -> int:
     embeds = _audio_embeds_file(args.audio_embeds) if args.audio_embeds is not None else None
     directory = Path(args.export_dir)
     pipe = Pipeline(directory, manifest, open_runner(directory, manifest, args.backend, args.model_path))
-    request = dict(prompt=args.prompt, max_new_tokens=max_new, num_beams=config.num_beams)
+    request = dict(prompt=args.prompt, max_new_tokens=max_new, num_beams=config.num_beams,
+                   on_step=None if args.json else _token_progress("[generate] decoding", max_new))
     if embeds is not None:
         result = pipe.generate(audio_embeds=embeds, **request)
     else:
@@ -211,6 +212,7 @@ def cmd_generate(args) -> int:
     identical = True
     if args.compare_torch:
         reference = Pipeline(directory, manifest, open_runner(directory, manifest, "torch", args.model_path))
+        request["on_step"] = None if args.json else _token_progress("[generate] PyTorch reference", max_new)
         ref = reference.generate(audio_embeds=embeds, **request) if embeds is not None else \
             reference.generate(args.audio, **request)
         identical = ref.tokens == result.tokens

@@ -3,6 +3,9 @@ engine, engines reused from the keyed cache on a second run, an invalid target r
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from fastadasp.cli import export_engine_main
@@ -62,3 +65,30 @@ def test_plugin_engines_are_built_once_then_reused(tmp_path, capsys):
     assert "built in" not in second
     (again,) = Manifest.load(out).engines.values()
     assert {r: f.sha256 for r, f in again.graphs.items()} == {r: f.sha256 for r, f in entry.graphs.items()}
+
+
+def test_build_plugin_prints_a_library_tensorrt_can_load(capsys):
+    import json
+
+    from fastadasp.cli import main
+    from fastadasp.plugins import PluginBuildError, find_toolchain
+
+    try:
+        find_toolchain()
+    except PluginBuildError as exc:
+        pytest.skip(f"the plugin does not build here: {exc}")
+    assert main(["build-plugin", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    library = report["library"]
+    assert sha256_file(library) == report["sha256"]
+    with open(library, "rb") as fh:
+        assert fh.read(4) == b"\x7fELF"
+    from fastadasp.plugins.elf import read_elf
+
+    assert {"getCreators", "setLoggerFinder"} <= read_elf(library).exported
+    _tensorrt_rtx()
+    # In a child: a plugin load that went wrong would abort the process, not fail an assertion.
+    code = ("import sys, tensorrt_rtx as trt; from fastadasp.plugins import load_into_registry; "
+            "print(load_into_registry(trt, sys.argv[1]).creator)")
+    child = subprocess.run([sys.executable, "-c", code, library], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0 and child.stdout.strip(), child.stderr

@@ -144,3 +144,12 @@ def test_bad_requests_are_one_line_exit_2(export_dir, speech, tmp_path, capsys, 
     (tmp_path / "speech.wav").write_bytes(speech.read_bytes())
     np.save(tmp_path / "e.npy", np.zeros((4, 64), np.float32))
     _one_line_error(capsys, main(["generate", "--export-dir", str(export_dir(name)), *argv]), *needles)
+
+
+def test_progress_is_shown_without_json_and_hidden_with_quiet(export_dir, speech, capsys, no_pytorch_model):
+    argv = ["generate", "--export-dir", str(export_dir("tiny-qwen2-audio")), "--audio", str(speech),
+            "--max-new-tokens", "8"]
+    assert main(argv) == 0
+    assert "[generate] decoding [" in capsys.readouterr().err
+    assert main([*argv, "--quiet"]) == 0
+    assert "[generate] decoding" not in capsys.readouterr().err
