@@ -30,10 +30,12 @@ COMMANDS = {"plan": cmd_plan, "run": cmd_run, "generate": cmd_generate, "select-
 
 
 def _run(prog: str, func, args) -> int:
+    """Run one command; the process-wide settings it changes (quiet, signal handlers) are put back after it."""
+    was_quiet = progress.QUIET
     progress.QUIET = bool(getattr(args, "quiet", False))
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(name)s: %(message)s")
-    interrupts.install()
+    handlers = interrupts.install()
     try:
         return func(args)
     except UserError as exc:
@@ -44,6 +46,9 @@ def _run(prog: str, func, args) -> int:
     except interrupts.Interrupted as exc:
         print(f"{prog}: {exc}; stopped cleanly, nothing half-written was left", file=sys.stderr)
         return exc.exit_status
+    finally:
+        interrupts.restore(handlers)
+        progress.QUIET = was_quiet
 
 
 def _parse(parser, argv):

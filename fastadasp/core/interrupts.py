@@ -64,11 +64,22 @@ def native_section():
     raise_if_requested()
 
 
-def install() -> None:
-    """Route SIGINT and SIGTERM through `_handler` (main thread only; a no-op elsewhere)."""
+def install() -> dict:
+    """Route SIGINT and SIGTERM through `_handler` (main thread only; a no-op elsewhere). Returns the handlers it
+    replaced, for `restore`."""
     global _requested
     _requested = None
     if threading.current_thread() is not threading.main_thread():
-        return
+        return {}
+    previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _handler)
+        previous[sig] = signal.signal(sig, _handler)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers `install` replaced (a command run inside a longer-lived process, e.g. a test)."""
+    global _requested
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    _requested = None

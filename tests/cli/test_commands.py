@@ -46,3 +46,13 @@ def test_console_entry_point_runs_the_default_job():
     report = json.loads(out.stdout)
     assert report["kv_bytes_reduced"] < report["kv_bytes_full"]
     assert report["audio_tokens_per_layer"][-1] < report["audio_tokens"]
+
+
+def test_a_command_puts_back_the_process_settings_it_changed(capsys):
+    import signal
+
+    from fastadasp.core import progress
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), progress.QUIET
+    assert main(["models", "--quiet"]) == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), progress.QUIET) == before
